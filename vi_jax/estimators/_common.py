@@ -1,0 +1,99 @@
+"""Shared plumbing for bounds and gradient estimators: argument checks and log-weights."""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+from vi_jax._validation import check_callable, check_positive_int
+
+Array = jax.Array
+LogJoint = Callable[[Array], Array]
+
+# Distributions whose samples carry no pathwise gradient in distrax.
+_NOT_REPARAMETERIZED = (
+    distrax.Bernoulli,
+    distrax.Categorical,
+    distrax.OneHotCategorical,
+    distrax.MixtureSameFamily,
+    distrax.MixtureOfTwo,
+    distrax.Softmax,
+    distrax.EpsilonGreedy,
+    distrax.Greedy,
+    distrax.Deterministic,
+)
+
+
+def is_reparameterized(dist: distrax.Distribution) -> bool:
+    """Whether `dist.sample` is differentiable w.r.t. the distribution's parameters.
+
+    Independent and Transformed wrappers inherit the answer of the wrapped distribution;
+    discrete and mixture distributions are not reparameterised; continuous ones are.
+    """
+    if isinstance(dist, distrax.Independent | distrax.Transformed):
+        return is_reparameterized(dist.distribution)
+    if not isinstance(dist, distrax.Distribution):  # a TFP distribution says it itself
+        return "FULLY_REPARAMETERIZED" in str(getattr(dist, "reparameterization_type", ""))
+    if isinstance(dist, _NOT_REPARAMETERIZED):
+        return False
+    return bool(jnp.issubdtype(dist.dtype, jnp.floating))
+
+
+def check_args(log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> int:
+    """Validates the common estimator arguments; returns `num_samples` as an int."""
+    check_callable(log_joint, "log_joint")
+    if not isinstance(q, typing.get_args(distrax.DistributionLike)):
+        raise TypeError(
+            f"`q` must be a distrax distribution (or a TFP distribution), got {type(q).__name__}."
+        )
+    return check_positive_int(num_samples, "num_samples")
+
+
+def require_reparameterized(q: distrax.Distribution, estimator: str) -> None:
+    """Raises TypeError if `q` has no reparameterised sampler."""
+    if not is_reparameterized(q):
+        raise TypeError(
+            f"`q` ({type(q).__name__}) is not reparameterisable, but `{estimator}` needs "
+            "pathwise gradients through its samples. Use a score-function estimator "
+            "(`elbo_score_function`, `elbo_score_function_loo`) or `vimco` instead."
+        )
+
+
+def stop_gradient_dist(q: distrax.Distribution) -> distrax.Distribution:
+    """The same distribution with gradients to its parameters cut (distrax is a pytree)."""
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, q)
+
+
+def evaluate_log_joint(log_joint: LogJoint, z: Array, expected_shape: tuple[int, ...]) -> Array:
+    """Calls `log_joint(z)` and checks that it returns one value per sample and datum."""
+    value = log_joint(z)
+    if tuple(jnp.shape(value)) != tuple(expected_shape):
+        raise ValueError(
+            f"`log_joint` must map z of shape {tuple(z.shape)} to log p(x, z) of shape "
+            f"{tuple(expected_shape)} ([num_samples, *q.batch_shape]), got {jnp.shape(value)}."
+        )
+    return value
+
+
+def draw(
+    key: Array, q: distrax.Distribution, num_samples: int, *, stop_grad: bool = False
+) -> Array:
+    """Samples `[num_samples, *batch, *event]` from q, optionally with the path cut."""
+    z = q.sample(seed=key, sample_shape=(num_samples,))
+    return jax.lax.stop_gradient(z) if stop_grad else z
+
+
+def sample_shape_of(q: distrax.Distribution, num_samples: int) -> tuple[int, ...]:
+    """`(num_samples, *q.batch_shape)`: the shape of log-weights."""
+    return (num_samples, *q.batch_shape)
+
+
+def log_mean_exp(log_values: Array, axis: int = 0) -> Array:
+    """log( mean(exp(log_values)) ) along `axis`; all -inf gives -inf."""
+    n = log_values.shape[axis]
+    return jax.nn.logsumexp(log_values, axis=axis) - math.log(n)
