@@ -68,12 +68,16 @@ def test_elbo_equals_log_marginal_at_exact_posterior(problem):
     post = model.posterior(x)
     values = vie.elbo(jax.random.key(3), model.log_joint_fn(x), post, 64)
     log_w = vie.log_weights(jax.random.key(3), model.log_joint_fn(x), post, 64)[1]
-    np.testing.assert_allclose(log_w, jnp.broadcast_to(model.log_marginal(x), log_w.shape), atol=50 * EPS, rtol=EPS)
+    np.testing.assert_allclose(
+        log_w, jnp.broadcast_to(model.log_marginal(x), log_w.shape), atol=50 * EPS, rtol=EPS
+    )
     np.testing.assert_allclose(values, model.log_marginal(x), atol=50 * EPS, rtol=EPS)
     # also the exact ELBO formula with a full-rank q
     mean, cov = model.posterior_params(x)
     tri = jnp.broadcast_to(jnp.linalg.cholesky(cov), (3, 2, 2))
-    np.testing.assert_allclose(model.elbo(x, mean, tri), model.log_marginal(x), atol=50 * EPS, rtol=EPS)
+    np.testing.assert_allclose(
+        model.elbo(x, mean, tri), model.log_marginal(x), atol=50 * EPS, rtol=EPS
+    )
 
 
 def test_iwae_increases_with_k_towards_log_marginal(problem):
@@ -112,9 +116,15 @@ def test_lower_bounds_are_below_log_marginal_on_average(problem, bound):
 def test_renyi_limits(problem):
     model, x, loc, scale = problem
     q, lj, key = _q(loc, scale), model.log_joint_fn(x), jax.random.key(7)
-    np.testing.assert_allclose(vie.renyi_bound(key, lj, q, 16, alpha=0.0), vie.iwae_bound(key, lj, q, 16), rtol=1e-6)
-    np.testing.assert_allclose(vie.renyi_bound(key, lj, q, 16, alpha=1.0), vie.elbo(key, lj, q, 16), rtol=1e-6)
-    np.testing.assert_allclose(vie.renyi_bound(key, lj, q, 16, alpha=1.0 - 1e-3), vie.elbo(key, lj, q, 16), rtol=1e-3)
+    np.testing.assert_allclose(
+        vie.renyi_bound(key, lj, q, 16, alpha=0.0), vie.iwae_bound(key, lj, q, 16), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        vie.renyi_bound(key, lj, q, 16, alpha=1.0), vie.elbo(key, lj, q, 16), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        vie.renyi_bound(key, lj, q, 16, alpha=1.0 - 1e-3), vie.elbo(key, lj, q, 16), rtol=1e-3
+    )
     # monotone in alpha for a fixed sample set (Li & Turner 2016, Thm 1)
     vals = [vie.renyi_bound(key, lj, q, 16, alpha=a) for a in (-1.0, 0.0, 0.5, 1.0, 2.0)]
     for a, b in zip(vals[:-1], vals[1:], strict=True):
@@ -130,7 +140,9 @@ def test_cubo_sandwiches_log_marginal(problem):
     lower = vie.elbo(key, model.log_joint_fn(x), q, 20000)
     assert np.all(np.asarray(lower) < truth) and np.all(truth < np.asarray(upper))
     np.testing.assert_allclose(
-        vie.cubo(key, model.log_joint_fn(x), q, 50, n=1.0), vie.iwae_bound(key, model.log_joint_fn(x), q, 50), rtol=1e-6
+        vie.cubo(key, model.log_joint_fn(x), q, 50, n=1.0),
+        vie.iwae_bound(key, model.log_joint_fn(x), q, 50),
+        rtol=1e-6,
     )
 
 
@@ -162,7 +174,7 @@ def test_jit_vmap_grad(problem):
     per_datum = jax.vmap(lambda xi, li, si: vie.elbo(key, model.log_joint_fn(xi), _q(li, si), 2))
     assert per_datum(x, loc, scale).shape == (3,)
     # grad: the bound's pathwise gradient is finite and non-zero
-    g = jax.grad(lambda l: vie.elbo(key, model.log_joint_fn(x), _q(l, scale), 2).sum())(loc)
+    g = jax.grad(lambda lg_: vie.elbo(key, model.log_joint_fn(x), _q(lg_, scale), 2).sum())(loc)
     assert g.shape == loc.shape and np.all(np.isfinite(g)) and np.any(g != 0)
     for fn in (
         lambda k, q: vie.renyi_bound(k, model.log_joint_fn(x), q, 4, alpha=0.3),
@@ -172,7 +184,7 @@ def test_jit_vmap_grad(problem):
     ):
         out = jax.jit(jax.vmap(lambda k: fn(k, _q(loc, scale))))(jax.random.split(key, 3))
         assert out.shape == (3, 3) and np.all(np.isfinite(out))
-        gl = jax.grad(lambda l: fn(key, _q(l, scale)).sum())(loc)
+        gl = jax.grad(lambda lg_: fn(key, _q(lg_, scale)).sum())(loc)
         assert np.all(np.isfinite(gl))
 
 

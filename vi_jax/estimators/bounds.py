@@ -165,15 +165,11 @@ def elbo_kl(
     """
     num_samples = _common.check_args(log_likelihood, q, num_samples)
     z = _common.draw(key, q, num_samples)
-    log_lik = _common.evaluate_log_joint(
-        log_likelihood, z, _common.sample_shape_of(q, num_samples)
-    )
+    log_lik = _common.evaluate_log_joint(log_likelihood, z, _common.sample_shape_of(q, num_samples))
     return jnp.mean(log_lik, axis=0) - kl_divergence(key, q, prior, method=kl, z=z)
 
 
-def iwae_bound(
-    key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int
-) -> Array:
+def iwae_bound(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
     """Importance-weighted bound (Burda et al. 2016): log (1/K) sum_k p(x, z_k) / q(z_k).
 
     Its expectation increases with K towards log p(x); K = 1 is the ELBO.

@@ -70,7 +70,7 @@ def _score_term(log_q: Array, signal: Array) -> Array:
 
 
 def _weighted(weights: Array, values: Array) -> Array:
-    """weights * values with 0 * (-inf) read as 0 (zero-weight samples drop out)."""
+    """Weights * values with 0 * (-inf) read as 0 (zero-weight samples drop out)."""
     return jnp.where(weights > 0, weights * values, 0.0)
 
 
@@ -137,9 +137,7 @@ def iwae_pathwise(
     return _common.log_mean_exp(log_p - q.log_prob(z))
 
 
-def iwae_stl(
-    key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int
-) -> Array:
+def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
     """IWAE with the score term dropped, as in Roeder et al. (2017).
 
     Note: for K > 1 this is a *biased* estimator of grad_phi L_K (Tucker et al. 2018
@@ -159,9 +157,7 @@ def iwae_stl(
     return _common.log_mean_exp(log_p - _common.stop_gradient_dist(q).log_prob(z))
 
 
-def iwae_dreg(
-    key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int
-) -> Array:
+def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
     """Doubly-reparameterised gradient of the IWAE bound (Tucker, Lawson, Gu & Maddison 2018).
 
     phi gradient: sum_k w~_k^2 (d log w_k / d z_k) dz_k/dphi, with log q's parameters held

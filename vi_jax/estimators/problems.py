@@ -24,7 +24,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _gaussian_log_density(x: Array, mean: Array, scale: Array) -> Array:
-    """log N(x; mean, scale^2 I) summed over the last axis."""
+    """Log N(x; mean, scale^2 I) summed over the last axis."""
     r = (x - mean) / scale
     return -0.5 * jnp.sum(r**2 + _LOG_2PI + 2.0 * jnp.log(scale), axis=-1)
 
@@ -44,10 +44,12 @@ class LinearGaussian(NamedTuple):
 
     @property
     def latent_dim(self) -> int:
+        """d, the number of latent dimensions."""
         return self.weight.shape[1]
 
     @property
     def data_dim(self) -> int:
+        """n, the number of observed dimensions."""
         return self.weight.shape[0]
 
     def prior(self) -> distrax.Distribution:
@@ -115,9 +117,9 @@ class LinearGaussian(NamedTuple):
         cov = scale_tri @ jnp.swapaxes(scale_tri, -1, -2)
         resid = x - loc @ self.weight.T - self.bias
         trace_wsw = jnp.sum((self.weight @ cov) * self.weight, axis=(-2, -1))
-        expected_ll = -0.5 * n * (_LOG_2PI + jnp.log(s2)) - 0.5 * (
-            jnp.sum(resid**2, -1) + trace_wsw
-        ) / s2
+        expected_ll = (
+            -0.5 * n * (_LOG_2PI + jnp.log(s2)) - 0.5 * (jnp.sum(resid**2, -1) + trace_wsw) / s2
+        )
         expected_prior = -0.5 * d * _LOG_2PI - 0.5 * (
             jnp.sum(loc**2, -1) + jnp.trace(cov, axis1=-2, axis2=-1)
         )
@@ -168,6 +170,7 @@ class BinaryLatentGaussian(NamedTuple):
 
     @property
     def latent_dim(self) -> int:
+        """D, the number of binary latents."""
         return self.weight.shape[1]
 
     def prior(self) -> distrax.Distribution:

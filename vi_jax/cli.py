@@ -1,0 +1,140 @@
+"""Command line: `vi-jax train`, `vi-jax evaluate` (also `python -m vi_jax ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from vi_jax.experiment import OBJECTIVES, TrainConfig
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden must be comma-separated integers, got {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"--hidden must list positive widths, got {text!r}")
+    return widths
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="vi-jax", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train and evaluate a VAE; writes metrics.json and PNGs")
+    t.add_argument(
+        "--out", default="runs/mnist", help="output directory (resumed if it has checkpoints)"
+    )
+    t.add_argument("--dataset", choices=["mnist", "digits", "synthetic"], default=d.dataset)
+    t.add_argument("--epochs", type=int, default=d.epochs)
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")
+    t.add_argument("--latent", type=int, default=d.latent_dim, dest="latent_dim")
+    t.add_argument("--hidden", type=_widths, default=d.hidden, help="e.g. 400 or 200,200")
+    t.add_argument("--activation", default=d.activation)
+    t.add_argument("--prior", choices=["normal", "laplace", "mog"], default=d.prior)
+    t.add_argument("--objective", choices=list(OBJECTIVES), default=d.objective)
+    t.add_argument(
+        "--estimator",
+        default=d.estimator,
+        help=(
+            "elbo: pathwise|stl|score_function|score_function_loo; "
+            "iwae: pathwise|stl|dreg|vimco; renyi: pathwise"
+        ),
+    )
+    t.add_argument(
+        "-k", "--num-samples", type=int, default=d.num_samples, help="samples per data point (K)"
+    )
+    t.add_argument("--alpha", type=float, default=d.alpha, help="Renyi order for --objective renyi")
+    t.add_argument("--kl-warmup-steps", type=int, default=d.kl_warmup_steps)
+    t.add_argument("--binarize", choices=["dynamic", "static"], default=d.binarize)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument(
+        "--eval-samples", type=int, default=d.eval_samples, help="K for the test log-likelihood"
+    )
+    t.add_argument(
+        "--eval-examples",
+        type=int,
+        default=d.eval_examples,
+        help="test examples to evaluate (0 = all)",
+    )
+    t.add_argument(
+        "--eval-every", type=int, default=d.eval_every, help="epochs between test-ELBO checks"
+    )
+    t.add_argument(
+        "--train-examples",
+        type=int,
+        default=d.train_examples,
+        help="use only the first N (0 = all)",
+    )
+    t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("evaluate", help="re-evaluate the latest checkpoint of a run")
+    e.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
+    e.add_argument("--eval-samples", type=int, default=None)
+    e.add_argument("--eval-examples", type=int, default=None)
+    e.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _print_summary(metrics: dict) -> None:
+    test = metrics["test"]
+    proto = metrics.get("eval_protocol", {})
+    print(
+        f"test log-likelihood (IS, K={proto.get('num_samples')}, "
+        f"{proto.get('num_examples')} examples): "
+        f"{test['log_likelihood']:.2f} ± {test['log_likelihood_stderr']:.2f} nats  "
+        f"(NLL {test['nll']:.2f})"
+    )
+    print(
+        f"test ELBO {test['elbo']:.2f} = recon {test['recon']:.2f} - KL {test['kl']:.2f};  "
+        f"active units {test['active_units']}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `vi-jax` command."""
+    args = _parser().parse_args(argv)
+    from vi_jax import experiment
+    from vi_jax.training import NonFiniteLossError
+
+    try:
+        if args.command == "train":
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+            metrics = experiment.train(config, args.out, progress=not args.no_progress)
+            _print_summary(metrics)
+            wall = metrics["wall_time_s"]
+            print(
+                f"{config.epochs} epochs, median "
+                f"{metrics['train']['epoch_time_s_median']:.2f} s/epoch; wall time "
+                f"{wall['total']:.0f} s (train {wall['train']:.0f} s, "
+                f"evaluate {wall['evaluate']:.0f} s)"
+            )
+            print(f"wrote {args.out}/metrics.json and {', '.join(metrics['pictures'])}")
+        else:
+            summary = experiment.evaluate(
+                args.run,
+                num_samples=args.eval_samples,
+                num_examples=args.eval_examples,
+                progress=not args.no_progress,
+            )
+            _print_summary(summary)
+            print(f"wrote {args.run}/evaluation.json")
+    except NonFiniteLossError as err:
+        print(f"vi-jax: training stopped: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"vi-jax: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
