@@ -1,0 +1,139 @@
+"""One optimisation step for any loss: `train_step(state, batch, key) -> (state, metrics)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vi_jax._validation import check_callable
+from vi_jax.training.state import TrainState
+
+Array = jax.Array
+PyTree = Any
+Metrics = dict[str, Array]
+LossFn = Callable[..., tuple[Array, Mapping[str, Array]]]
+TrainStep = Callable[[PyTree, PyTree, Array], tuple[PyTree, Metrics]]
+
+# Metric names the step itself writes; a loss's aux may not reuse them.
+RESERVED_METRICS = ("loss", "grad_norm", "finite")
+
+
+def tree_select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Leafwise `jnp.where(pred, on_true, on_false)` over two pytrees of one structure.
+
+    A select (not `lax.cond`) so that no predicate travels to the host on GPU: XLA fuses
+    it into the elementwise optimiser update, which makes it nearly free.
+
+    Args:
+        pred: A boolean scalar `[]`.
+        on_true: A pytree of arrays.
+        on_false: A pytree with the same structure, shapes and dtypes as `on_true`.
+
+    Returns:
+        `on_true` where `pred` holds, `on_false` otherwise.
+    """
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _check_loss_output(out: Any) -> tuple[Array, Mapping[str, Array]]:
+    """Checks (at trace time) that a loss returned `(scalar loss, dict of scalars)`."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(
+            "`loss_fn` must return a pair `(loss, aux)` with `aux` a dict of scalar arrays, "
+            f"got {type(out).__name__}."
+        )
+    loss, aux = out
+    if jnp.ndim(loss) != 0:
+        raise ValueError(f"`loss_fn` must return a scalar loss, got shape {jnp.shape(loss)}.")
+    if aux is None:
+        aux = {}
+    if not isinstance(aux, Mapping):
+        raise TypeError(
+            f"`loss_fn`'s aux must be a dict of scalar arrays, got {type(aux).__name__}."
+        )
+    for name, value in aux.items():
+        if name in RESERVED_METRICS:
+            raise ValueError(
+                f"`loss_fn`'s aux may not use the reserved metric name {name!r} "
+                f"(reserved: {', '.join(RESERVED_METRICS)})."
+            )
+        if jnp.ndim(value) != 0:
+            raise ValueError(
+                f"`loss_fn`'s aux entry {name!r} must be a scalar, got shape {jnp.shape(value)}."
+            )
+    return loss, aux
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    with_step: bool = False,
+) -> Callable[[TrainState, PyTree, Array], tuple[TrainState, Metrics]]:
+    """Builds a pure, jit-able optimisation step for any loss on any parameter pytree.
+
+    The step differentiates `loss_fn` w.r.t. `state.params`, applies `optimizer`, and
+    increments `state.step`. If the loss or the global gradient norm is not finite the
+    update is discarded: the returned state equals the input state (bit for bit) and
+    `metrics["finite"]` is False, so that the caller can stop with the last good state.
+    Only the loss and the gradient are checked; an optimiser that creates NaN from finite
+    gradients is not caught.
+
+    Args:
+        loss_fn: `loss_fn(params, batch, key) -> (loss, aux)`, or with `with_step=True`
+            `loss_fn(params, batch, key, step)` where `step` is `state.step` (an int32
+            scalar, e.g. for a KL warm-up). `loss` is a scalar `[]` to minimise; `aux` is a
+            dict of scalar arrays (or None) reported as metrics; it may not use the names
+            "loss", "grad_norm" or "finite".
+        optimizer: An optax gradient transformation (its `update` receives the params).
+        with_step: Whether to pass `state.step` to `loss_fn` as a fourth argument.
+
+    Returns:
+        `train_step(state, batch, key) -> (state, metrics)` with `state` a `TrainState`,
+        `batch` any pytree `loss_fn` accepts, `key` a PRNG key, and `metrics` a dict of
+        scalars `{"loss", **aux, "grad_norm", "finite"}` (`finite` is a bool `[]`).
+
+    Raises:
+        TypeError: If `loss_fn` is not callable or `optimizer` is not an optax
+            transformation (at once), or if `loss_fn` returns the wrong types (at trace
+            time).
+    """
+    check_callable(loss_fn, "loss_fn")
+    if not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise TypeError(
+            f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}."
+        )
+    if not isinstance(with_step, bool):
+        raise TypeError(f"`with_step` must be a bool, got {type(with_step).__name__}.")
+
+    def train_step(state: TrainState, batch: PyTree, key: Array) -> tuple[TrainState, Metrics]:
+        def objective(params: PyTree) -> tuple[Array, Mapping[str, Array]]:
+            out = (
+                loss_fn(params, batch, key, state.step)
+                if with_step
+                else loss_fn(params, batch, key)
+            )
+            return _check_loss_output(out)
+
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        stepped = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
+        # The update is computed unconditionally and discarded by a select, see tree_select.
+        new_state = tree_select(finite, stepped, state)
+        metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "finite": finite}
+        return new_state, metrics
+
+    train_step.__doc__ = (
+        f"Train step for `{getattr(loss_fn, '__name__', type(loss_fn).__name__)}`: "
+        "`(state, batch, key) -> (state, metrics)`."
+    )
+    return train_step
