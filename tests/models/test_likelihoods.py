@@ -1,0 +1,144 @@
+import itertools
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vi_jax.estimators import is_reparameterized
+from vi_jax.models import (
+    MLP,
+    BernoulliDecoder,
+    GaussianDecoder,
+    LogitBernoulli,
+    bernoulli_likelihood,
+    gaussian_likelihood,
+)
+from vi_jax.models.functional import merge_params, split_params
+
+
+def _bce(x, logits):
+    return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits), -1)
+
+
+def test_bernoulli_float_binary_and_grey_inputs():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(3, 4, 6)) * 3, jnp.float32)
+    x_bin = jnp.asarray(rng.random((4, 6)) < 0.5, jnp.float32)
+    x_grey = jnp.asarray(rng.random((4, 6)), jnp.float32)
+    p = bernoulli_likelihood(logits)
+    assert p.batch_shape == (3, 4) and p.event_shape == (6,)
+    for x in (x_bin, x_grey):
+        lp = p.log_prob(x)  # x [B, d] broadcast against [K, B, d]
+        assert lp.shape == (3, 4)
+        np.testing.assert_allclose(lp, _bce(x, logits), rtol=1e-5)
+    np.testing.assert_allclose(p.mean(), jax.nn.sigmoid(logits), rtol=1e-6)
+
+
+def test_bernoulli_is_normalised_and_extreme_logits_finite():
+    logits = jnp.array([-2.0, 0.3, 4.0])
+    p = bernoulli_likelihood(logits)
+    xs = jnp.array(list(itertools.product([0.0, 1.0], repeat=3)))
+    np.testing.assert_allclose(jnp.sum(jnp.exp(p.log_prob(xs))), 1.0, rtol=1e-6)
+    q = bernoulli_likelihood(jnp.array([-1e4, 1e4]))
+    assert bool(jnp.all(jnp.isfinite(q.log_prob(jnp.array([0.0, 1.0])))))
+
+
+def test_logit_bernoulli_equals_distrax_bernoulli():
+    logits = jnp.array([-1e4, -30.0, -2.0, 0.0, 0.7, 30.0, 1e4], jnp.float32)
+    ours = jax.jit(jax.value_and_grad(lambda lg, x: jnp.sum(LogitBernoulli(logits=lg).log_prob(x))))
+    ref = jax.jit(
+        jax.value_and_grad(lambda lg, x: jnp.sum(distrax.Bernoulli(logits=lg).log_prob(x)))
+    )
+    for x in (jnp.zeros_like(logits), jnp.ones_like(logits), jnp.full_like(logits, 0.3)):
+        (v1, g1), (v2, g2) = ours(logits, x), ref(logits, x)
+        np.testing.assert_allclose(v1, v2, rtol=1e-6)
+        np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-7)
+    d = bernoulli_likelihood(logits)
+    assert isinstance(d.distribution, distrax.Bernoulli)
+    assert not is_reparameterized(d)
+    assert d.sample(seed=jax.random.key(0)).shape == (7,)
+
+
+def test_gaussian_likelihood_matches_formula():
+    rng = np.random.default_rng(1)
+    loc = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
+    scale = jnp.linspace(0.5, 2.0, 5)
+    x = jnp.asarray(rng.normal(size=(4, 5)), jnp.float32)
+    p = gaussian_likelihood(loc, scale)
+    assert p.batch_shape == (3, 4) and p.event_shape == (5,)
+    expected = jnp.sum(
+        -0.5 * ((x - loc) / scale) ** 2 - jnp.log(scale) - 0.5 * jnp.log(2 * jnp.pi), -1
+    )
+    np.testing.assert_allclose(p.log_prob(x), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        gaussian_likelihood(loc, log_scale=jnp.log(scale)).log_prob(x), expected, rtol=1e-5
+    )
+    np.testing.assert_allclose(gaussian_likelihood(loc, 0.5).stddev(), 0.5, rtol=1e-6)
+
+
+def test_gaussian_likelihood_refusals():
+    loc = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match="exactly one"):
+        gaussian_likelihood(loc)
+    with pytest.raises(ValueError, match="exactly one"):
+        gaussian_likelihood(loc, 1.0, log_scale=0.0)
+    with pytest.raises(ValueError, match="`scale`"):
+        gaussian_likelihood(loc, -1.0)
+    with pytest.raises(ValueError, match="`scale`"):
+        gaussian_likelihood(loc, jnp.ones((4, 2, 3)))
+    with pytest.raises(ValueError, match="`logits`"):
+        bernoulli_likelihood(jnp.float32(0.0))
+
+
+@pytest.fixture(scope="module")
+def net():
+    return MLP(2, [16], 64, rngs=nnx.Rngs(1))
+
+
+def test_bernoulli_decoder(net):
+    dec = BernoulliDecoder(net)
+    assert dec.data_dim == 64 and dec.latent_dim == 2
+    z = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5, 2)), jnp.float32)
+    p = dec(z)
+    assert p.batch_shape == (3, 5) and p.event_shape == (64,)
+    x = jnp.zeros((5, 64))
+    np.testing.assert_allclose(p.log_prob(x), _bce(x, net(z)), rtol=1e-5)
+
+
+def test_gaussian_decoder_learned_and_fixed_scale(net):
+    dec = GaussianDecoder(net, init_scale=0.7)
+    np.testing.assert_allclose(dec.scale(), jnp.full((64,), 0.7), rtol=1e-5)
+    _, params, _ = split_params(dec)
+    assert "raw_scale" in params
+    z = jnp.zeros((4, 2))
+    assert dec(z).batch_shape == (4,)
+    fixed = GaussianDecoder(net, learn_scale=False, init_scale=0.3)
+    _, fparams, _ = split_params(fixed)
+    assert "raw_scale" not in fparams
+    np.testing.assert_allclose(fixed(z).stddev(), 0.3, rtol=1e-6)
+
+
+def test_gaussian_decoder_grad_reaches_scale(net):
+    dec = GaussianDecoder(net)
+    graphdef, params, rest = split_params(dec)
+    z = jnp.asarray(np.random.default_rng(3).normal(size=(3, 2)), jnp.float32)
+    x = jnp.ones((3, 64))
+
+    def f(p):
+        return jnp.sum(merge_params(graphdef, p, rest)(z).log_prob(x))
+
+    g = jax.jit(jax.grad(f))(params)
+    assert bool(jnp.all(g["raw_scale"][...] != 0))
+    assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
+
+
+def test_decoder_refusals(net):
+    with pytest.raises(ValueError, match="`data_dim`"):
+        BernoulliDecoder(net, data_dim=10)
+    with pytest.raises(ValueError, match="`init_scale`"):
+        GaussianDecoder(net, init_scale=0.0)
+    with pytest.raises(TypeError, match="`net`"):
+        GaussianDecoder(jnp.tanh)

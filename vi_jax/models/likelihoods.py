@@ -1,0 +1,180 @@
+"""Observation models p(x | z): distrax likelihoods and the decoders that produce them.
+
+A decoder maps latents `z [*lead, latent]` to a distribution with batch `[*lead]` and
+event `[data]`; its `log_prob(x)` broadcasts `x [*batch, data]` against
+`[K, *batch, data]` parameters, giving `[K, *batch]`.
+"""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vi_jax._validation import check_positive_float, check_rank_at_least, is_concrete
+from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
+from vi_jax.models.networks import check_width
+
+Array = jax.Array
+
+DEFAULT_MIN_OBS_SCALE = 1e-3
+"""Floor of a learned Gaussian observation scale (keeps log p(x|z) bounded above)."""
+
+
+class LogitBernoulli(distrax.Bernoulli):
+    """`distrax.Bernoulli` parameterised by logits with a cheaper, equal `log_prob`.
+
+    `log_prob(x) = x * logits - softplus(logits)`, which equals distrax's
+    `x * log sigmoid(l) + (1 - x) * log sigmoid(-l)` (and is as stable: softplus does
+    not overflow) with one softplus instead of two and no `multiply_no_nan` select;
+    on CPU it halves the cost of the likelihood and its gradient.
+    """
+
+    def log_prob(self, value: Array) -> Array:
+        """Elementwise log p(value), value in {0, 1} (or a grey level in [0, 1])."""
+        logits = self.logits
+        return value * logits - jax.nn.softplus(logits)
+
+
+def bernoulli_likelihood(logits: Array) -> distrax.Independent:
+    """p(x | z) = prod_d Bernoulli(x_d; sigmoid(logits_d)).
+
+    `log_prob(x)` is the negative binary cross-entropy
+    `x * log sigmoid(l) + (1 - x) * log sigmoid(-l) = x * l - softplus(l)` summed over
+    `data` (see `LogitBernoulli`), so float
+    inputs in {0, 1} work, and so do grey levels in [0, 1] (the usual, non-normalised,
+    cross-entropy objective of the PyTorch VAE example).
+
+    Args:
+      logits: `[*lead, data]`.
+
+    Returns:
+      Distribution with batch `[*lead]`, event `[data]`.
+    """
+    check_rank_at_least(logits, 1, "logits")
+    return distrax.Independent(LogitBernoulli(logits=logits), reinterpreted_batch_ndims=1)
+
+
+def gaussian_likelihood(
+    loc: Array, scale: Array | float | None = None, *, log_scale: Array | float | None = None
+) -> distrax.Independent:
+    """p(x | z) = prod_d N(x_d; loc_d, scale_d^2).
+
+    Give exactly one of `scale` and `log_scale`, broadcastable to `loc` (a scalar, a
+    per-dimension `[data]` or a full `[*lead, data]` array).
+
+    Args:
+      loc: means `[*lead, data]`.
+      scale: standard deviations > 0.
+      log_scale: log standard deviations (finite).
+
+    Returns:
+      Distribution with batch `[*lead]`, event `[data]`.
+    """
+    check_rank_at_least(loc, 1, "loc")
+    if (scale is None) == (log_scale is None):
+        raise ValueError("Give exactly one of `scale` and `log_scale`.")
+    if scale is None:
+        scale = jnp.exp(jnp.asarray(log_scale, dtype=jnp.result_type(loc)))
+    else:
+        scale = jnp.asarray(scale, dtype=jnp.result_type(loc))
+        if is_concrete(scale) and not bool(jnp.all(scale > 0)):
+            raise ValueError("`scale` must be > 0 everywhere.")
+    if jnp.ndim(scale) > jnp.ndim(loc):
+        raise ValueError(
+            f"`scale` of shape {jnp.shape(scale)} must broadcast to `loc` of shape "
+            f"{jnp.shape(loc)}."
+        )
+    scale = jnp.broadcast_to(scale, jnp.shape(loc))
+    return distrax.Independent(distrax.Normal(loc, scale), reinterpreted_batch_ndims=1)
+
+
+def _data_dim_of(net: nnx.Module, data_dim: int | None) -> int | None:
+    out = getattr(net, "out_features", None)
+    if data_dim is None:
+        return out
+    data_dim = check_width(data_dim, "data_dim")
+    if out is not None and out != data_dim:
+        raise ValueError(f"`data_dim` = {data_dim} but `net` outputs {out} features.")
+    return data_dim
+
+
+class BernoulliDecoder(nnx.Module):
+    """z -> p(x | z) = Bernoulli(logits = net(z)), for binary (or [0, 1]) data.
+
+    Attributes:
+      net: module `[*lead, latent] -> [*lead, data]` (logits).
+      data_dim: width of x (from `net.out_features` when it has one).
+    """
+
+    def __init__(self, net: nnx.Module, *, data_dim: int | None = None) -> None:
+        """Wraps `net`, whose outputs are the logits."""
+        if not isinstance(net, nnx.Module):
+            raise TypeError(f"`net` must be an nnx.Module, got {type(net).__name__}.")
+        self.data_dim = _data_dim_of(net, data_dim)
+        self.latent_dim = getattr(net, "in_features", None)
+        self.net = net
+
+    def __call__(self, z: Array) -> distrax.Independent:
+        """p(x | z): batch `[*lead]`, event `[data]`, for z `[*lead, latent]`."""
+        return bernoulli_likelihood(self.net(z))
+
+
+class GaussianDecoder(nnx.Module):
+    """z -> p(x | z) = N(net(z), diag(scale^2)), for real-valued data.
+
+    The scale is one per data dimension, shared across data points: learned
+    (`softplus(raw) + min_scale`, initialised at `init_scale`) or fixed at `init_scale`.
+
+    Attributes:
+      net: module `[*lead, latent] -> [*lead, data]` (means).
+      data_dim: width of x.
+      learn_scale: whether the scale is a parameter.
+    """
+
+    def __init__(
+        self,
+        net: nnx.Module,
+        *,
+        data_dim: int | None = None,
+        learn_scale: bool = True,
+        init_scale: float = 1.0,
+        min_scale: float = DEFAULT_MIN_OBS_SCALE,
+    ) -> None:
+        """Wraps `net`.
+
+        Args:
+          net: module whose outputs are the means `[*lead, data]`.
+          data_dim: width of x; needed only if `net` has no `out_features`.
+          learn_scale: learn the per-dimension scale (True) or keep it fixed.
+          init_scale: initial (or fixed) scale > min_scale.
+          min_scale: floor > 0 of a learned scale.
+        """
+        if not isinstance(net, nnx.Module):
+            raise TypeError(f"`net` must be an nnx.Module, got {type(net).__name__}.")
+        data_dim = _data_dim_of(net, data_dim)
+        if data_dim is None:
+            raise ValueError("`data_dim` is required when `net` has no `out_features`.")
+        self.data_dim = data_dim
+        self.latent_dim = getattr(net, "in_features", None)
+        self.net = net
+        self.learn_scale = bool(learn_scale)
+        init_scale = check_positive_float(init_scale, "init_scale")
+        self.min_scale = check_positive_float(min_scale, "min_scale")
+        if self.learn_scale:
+            raw = inverse_softplus_scale(init_scale, self.min_scale)
+            self.raw_scale = nnx.Param(jnp.full((data_dim,), raw, dtype=jnp.float32))
+        else:
+            self.fixed_scale = init_scale
+
+    def scale(self) -> Array:
+        """The observation standard deviations `[data]`."""
+        if self.learn_scale:
+            return softplus_scale(self.raw_scale[...], self.min_scale)
+        return jnp.full((self.data_dim,), self.fixed_scale)
+
+    def __call__(self, z: Array) -> distrax.Independent:
+        """p(x | z): batch `[*lead]`, event `[data]`, for z `[*lead, latent]`."""
+        loc = self.net(z)
+        return gaussian_likelihood(loc, self.scale().astype(loc.dtype))
