@@ -1,4 +1,7 @@
-"""Estimators: pure, keyed functions for marginals, bounds and gradient estimators."""
+"""Estimators: pure, keyed functions for marginals, bounds and gradient estimators.
+
+Imports only jax, distrax, chex and numpy. Conventions: docs/CONVENTIONS.md.
+"""
 
 from vi_jax.estimators._common import is_reparameterized
 from vi_jax.estimators.bounds import (
@@ -10,6 +13,18 @@ from vi_jax.estimators.bounds import (
     kl_divergence,
     log_weights,
     renyi_bound,
+)
+from vi_jax.estimators.enumeration import (
+    EYE_COLOUR_NATIONALITY_TABLE,
+    EYE_COLOURS,
+    NATIONALITIES,
+    binary_support,
+    enumerate_binary_log_marginal,
+    enumerate_binary_posterior_marginals,
+    enumerate_log_marginal,
+    enumerate_posterior,
+    log_marginal_table,
+    normalise_table,
 )
 from vi_jax.estimators.gradients import (
     ESTIMATORS,
@@ -24,9 +39,80 @@ from vi_jax.estimators.gradients import (
     update_moving_average,
     vimco,
 )
+from vi_jax.estimators.importance import (
+    LogMarginalEstimate,
+    SNISEstimate,
+    importance_log_marginal,
+    snis_expectation,
+    uniform_log_marginal,
+)
+from vi_jax.estimators.monte_carlo import MCEstimate, mc_expectation, mc_mean_and_stderr
 from vi_jax.estimators.problems import (
     BinaryLatentGaussian,
     LinearGaussian,
     make_binary_latent_gaussian,
     make_linear_gaussian,
 )
+from vi_jax.estimators.weights import (
+    PARETO_K_THRESHOLD,
+    effective_sample_size,
+    log_mean_exp,
+    normalized_weights,
+    pareto_k_threshold,
+    pareto_khat,
+    pareto_smooth,
+    pareto_tail_length,
+)
+
+__all__ = [
+    "ESTIMATORS",
+    "EYE_COLOURS",
+    "EYE_COLOUR_NATIONALITY_TABLE",
+    "NATIONALITIES",
+    "PARETO_K_THRESHOLD",
+    "BinaryLatentGaussian",
+    "LinearGaussian",
+    "LogMarginalEstimate",
+    "MCEstimate",
+    "SNISEstimate",
+    "binary_support",
+    "cubo",
+    "effective_sample_size",
+    "elbo",
+    "elbo_entropy",
+    "elbo_kl",
+    "elbo_pathwise",
+    "elbo_score_function",
+    "elbo_score_function_loo",
+    "elbo_stl",
+    "enumerate_binary_log_marginal",
+    "enumerate_binary_posterior_marginals",
+    "enumerate_log_marginal",
+    "enumerate_posterior",
+    "importance_log_marginal",
+    "is_reparameterized",
+    "iwae_bound",
+    "iwae_dreg",
+    "iwae_pathwise",
+    "iwae_stl",
+    "kl_divergence",
+    "log_marginal_table",
+    "log_mean_exp",
+    "log_weights",
+    "make_binary_latent_gaussian",
+    "make_linear_gaussian",
+    "mc_expectation",
+    "mc_mean_and_stderr",
+    "normalise_table",
+    "normalized_weights",
+    "pareto_k_threshold",
+    "pareto_khat",
+    "pareto_smooth",
+    "pareto_tail_length",
+    "renyi_bound",
+    "renyi_pathwise",
+    "snis_expectation",
+    "uniform_log_marginal",
+    "update_moving_average",
+    "vimco",
+]

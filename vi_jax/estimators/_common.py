@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import typing
 from collections.abc import Callable
 
@@ -11,6 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from vi_jax._validation import check_callable, check_positive_int
+
+# log mean exp over samples, -inf (not NaN, with zero gradient) for all-zero weights.
+from vi_jax.estimators.weights import _log_mean_exp as log_mean_exp  # noqa: F401
 
 Array = jax.Array
 LogJoint = Callable[[Array], Array]
@@ -91,9 +93,3 @@ def draw(
 def sample_shape_of(q: distrax.Distribution, num_samples: int) -> tuple[int, ...]:
     """`(num_samples, *q.batch_shape)`: the shape of log-weights."""
     return (num_samples, *q.batch_shape)
-
-
-def log_mean_exp(log_values: Array, axis: int = 0) -> Array:
-    """log( mean(exp(log_values)) ) along `axis`; all -inf gives -inf."""
-    n = log_values.shape[axis]
-    return jax.nn.logsumexp(log_values, axis=axis) - math.log(n)
