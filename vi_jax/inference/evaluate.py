@@ -53,6 +53,8 @@ class Evaluation(NamedTuple):
 
     Attributes:
       log_likelihood: importance-sampled log p(x).
+      log_likelihood_mc_stderr: its Monte Carlo standard error per example (delta
+        method, sd(p_hat) / p_hat); the estimate is biased low by about half its square.
       elbo: ELBO estimate (reconstruction - KL).
       recon: E_q[log p(x|z)] estimate.
       kl: KL(q(z|x) || p(z)) (closed form where distrax has it).
@@ -61,6 +63,7 @@ class Evaluation(NamedTuple):
     """
 
     log_likelihood: np.ndarray
+    log_likelihood_mc_stderr: np.ndarray
     elbo: np.ndarray
     recon: np.ndarray
     kl: np.ndarray
@@ -78,6 +81,9 @@ class Evaluation(NamedTuple):
             out[name] = float(v.mean())
             out[name + "_stderr"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
         out["nll"] = -out["log_likelihood"]
+        # Monte Carlo error of the mean estimate (the stderr above is over examples).
+        mc = np.asarray(self.log_likelihood_mc_stderr, np.float64)
+        out["log_likelihood_mc_stderr"] = float(np.sqrt(np.sum(mc**2)) / len(mc))
         out["active_units"] = self.active_units(threshold)
         return out
 
@@ -93,14 +99,17 @@ def _chunk_fn(
     def run(params: Any, x: Array, key: Array) -> dict[str, Array]:
         k_is, k_elbo = jax.random.split(key)
         view = model_fn(params, x)
-        ll = importance_log_marginal(
+        est = importance_log_marginal(
             k_is, view.log_joint, view.posterior, num_samples, chunk_size=sample_chunk
-        ).log_marginal
+        )
+        ll = est.log_marginal
         z = view.posterior.sample(seed=k_elbo, sample_shape=(elbo_samples,))
         recon = jnp.mean(view.log_likelihood(z), axis=0)
         kl = bounds.kl_divergence(k_elbo, view.posterior, view.prior, z=z)
         return {
             "log_likelihood": ll,
+            # delta method: sd(log p_hat) ~ sd(p_hat) / p_hat
+            "log_likelihood_mc_stderr": jnp.exp(est.log_stderr - ll),
             "recon": recon,
             "kl": kl,
             "elbo": recon - kl,
@@ -166,6 +175,7 @@ def evaluate_model(
     cat = {name: np.concatenate(v) for name, v in outs.items()}
     return Evaluation(
         log_likelihood=cat["log_likelihood"],
+        log_likelihood_mc_stderr=cat["log_likelihood_mc_stderr"],
         elbo=cat["elbo"],
         recon=cat["recon"],
         kl=cat["kl"],
