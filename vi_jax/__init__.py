@@ -6,6 +6,7 @@ The public API is re-exported here; each layer is also importable on its own
 """
 
 from vi_jax import data as data
+from vi_jax import diagnostics as diagnostics
 from vi_jax import estimators as estimators
 from vi_jax import inference as inference
 from vi_jax import models as models
@@ -23,5 +24,5 @@ __version__ = "0.1.0"
 
 __all__ = sorted(
     {*_estimators_all, *_inference_all, *_models_all, *_training_all}
-    | {"data", "estimators", "inference", "models", "training"}
+    | {"data", "diagnostics", "estimators", "inference", "models", "training"}
 )

@@ -10,16 +10,22 @@ import optax
 import pytest
 
 from vi_jax.estimators import gradients
-from vi_jax.estimators.problems import make_linear_gaussian
+from vi_jax.estimators.problems import LinearGaussian
 from vi_jax.inference import svi
 
 B, D, N = 3, 2, 5
 
 
+def _fixed_model():
+    # Fixed weights (not drawn) so float32 and x64 runs see the same, correlated posterior.
+    w = jnp.array([[1.0, 0.8], [0.5, 1.0], [1.0, 0.6], [0.2, 0.9], [0.7, 0.7]])
+    return LinearGaussian(w, jnp.array([0.1, -0.2, 0.3, 0.0, 0.5]), jnp.asarray(0.7))
+
+
 @pytest.fixture(scope="module")
 def problem():
-    model = make_linear_gaussian(jax.random.PRNGKey(0), data_dim=N, latent_dim=D, noise_scale=0.7)
-    _, x = model.sample(jax.random.PRNGKey(1), B)
+    model = _fixed_model()
+    x, _ = model.sample(jax.random.PRNGKey(1), B)
     return model, x
 
 
@@ -146,6 +152,29 @@ def test_svi_theta_step_improves_bound(problem):
     assert bound.mean() > first
 
 
+def test_tol_stops_early_and_converges(problem):
+    model, x = problem
+    fit = jax.jit(
+        lambda k: svi.fit_local(
+            k,
+            model.log_joint_fn(x),
+            jnp.zeros((B, D)),
+            family="fullrank",
+            optimizer=optax.adam(5e-2),
+            estimator=gradients.elbo_stl,
+            num_samples=4,
+            num_steps=3000,
+            tol=1e-4,
+            window=50,
+        )
+    )
+    params, _, trace = fit(jax.random.PRNGKey(8))
+    taken = int(jnp.sum(jnp.isfinite(trace[:, 0])))
+    assert 100 <= taken < 3000  # stopped early
+    gap = model.log_marginal(x) - model.elbo(x, params["loc"], svi.scale_tri(params, "fullrank"))
+    assert jnp.all(gap < 0.05)
+
+
 def test_refusals(problem):
     model, x = problem
     lj = model.log_joint_fn(x)
@@ -153,6 +182,14 @@ def test_refusals(problem):
         svi.fit_local(jax.random.PRNGKey(0), lj, jnp.zeros((B, D)), family="diag", num_steps=1)
     with pytest.raises(ValueError, match="`num_steps`"):
         svi.fit_local(jax.random.PRNGKey(0), lj, jnp.zeros((B, D)), family="meanfield", num_steps=0)
+    with pytest.raises(ValueError, match="`tol`"):
+        svi.fit_local(
+            jax.random.PRNGKey(0), lj, jnp.zeros((B, D)), family="meanfield", num_steps=9, tol=0.0
+        )
+    with pytest.raises(ValueError, match="`window`"):
+        svi.fit_local(
+            jax.random.PRNGKey(0), lj, jnp.zeros((B, D)), family="meanfield", num_steps=9, tol=0.1
+        )
     with pytest.raises(ValueError, match="`loc`"):
         svi.init(jnp.zeros((B, D, 1)), "meanfield")
     with pytest.raises(ValueError, match="`scale`"):

@@ -14,6 +14,15 @@ from vi_jax.estimators.bounds import (
     log_weights,
     renyi_bound,
 )
+from vi_jax.estimators.control_variates import (
+    ControlVariate,
+    MovingAverage,
+    control_delta,
+    moving_average_baseline,
+    moving_average_init,
+    score_function_control_delta,
+    with_control_variate,
+)
 from vi_jax.estimators.enumeration import (
     EYE_COLOUR_NATIONALITY_TABLE,
     EYE_COLOURS,
@@ -46,6 +55,7 @@ from vi_jax.estimators.importance import (
     snis_expectation,
     uniform_log_marginal,
 )
+from vi_jax.estimators.measure_valued import measure_valued_jacobians
 from vi_jax.estimators.monte_carlo import MCEstimate, mc_expectation, mc_mean_and_stderr
 from vi_jax.estimators.problems import (
     BinaryLatentGaussian,
@@ -65,6 +75,14 @@ from vi_jax.estimators.weights import (
 )
 
 __all__ = [
+    "measure_valued_jacobians",
+    "with_control_variate",
+    "score_function_control_delta",
+    "moving_average_init",
+    "moving_average_baseline",
+    "control_delta",
+    "MovingAverage",
+    "ControlVariate",
     "ESTIMATORS",
     "EYE_COLOURS",
     "EYE_COLOUR_NATIONALITY_TABLE",

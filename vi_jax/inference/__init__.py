@@ -1,5 +1,23 @@
-"""Inference: evaluation of trained models (and, later, per-datapoint SVI)."""
+"""Inference: evaluation, per-datapoint SVI, semi-amortised refinement, inference gaps."""
 
+from vi_jax.inference import svi as svi
 from vi_jax.inference.evaluate import Evaluation, ModelView, active_units, evaluate_model
+from vi_jax.inference.gaps import gaps_table, inference_gaps
+from vi_jax.inference.refine import refine, refine_view
+from vi_jax.inference.svi import SVIState, fit_local, make_q, svi_theta_step
 
-__all__ = ["Evaluation", "ModelView", "active_units", "evaluate_model"]
+__all__ = [
+    "Evaluation",
+    "ModelView",
+    "SVIState",
+    "active_units",
+    "evaluate_model",
+    "fit_local",
+    "gaps_table",
+    "inference_gaps",
+    "make_q",
+    "refine",
+    "refine_view",
+    "svi",
+    "svi_theta_step",
+]

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import check_finite, check_positive_float, check_positive_int
+from vi_jax.diagnostics.latent import active_units as latent_activity
 from vi_jax.estimators import bounds
 from vi_jax.estimators.importance import importance_log_marginal
 
@@ -71,7 +72,7 @@ class Evaluation(NamedTuple):
 
     def active_units(self, threshold: float = 0.01) -> int:
         """Number of latent dimensions whose activity exceeds `threshold` (0.01 in Burda et al.)."""
-        return int(np.sum(self.posterior_mean_variance > threshold))
+        return int(np.sum(np.asarray(self.posterior_mean_variance) > threshold))
 
     def summary(self, threshold: float = 0.01) -> dict[str, float]:
         """Means and standard errors over examples, in nats, plus active units."""
@@ -211,5 +212,5 @@ def active_units(
     means = np.concatenate(
         [np.asarray(fn(params, data[i : i + data_chunk])) for i in range(0, len(data), data_chunk)]
     )
-    activity = np.var(means, axis=0)
-    return int(np.sum(activity > threshold)), activity
+    count, activity = latent_activity(means, threshold)
+    return int(count), np.asarray(activity)

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_jax._validation import check_callable, check_positive_int
+from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.gradients import elbo_pathwise
 
 Array = jax.Array
@@ -200,6 +200,8 @@ def fit_local(
     num_samples: int = 1,
     num_steps: int,
     init_scale: Array | None = None,
+    tol: float | None = None,
+    window: int = 50,
 ) -> tuple[dict[str, Array], distrax.Distribution, Array]:
     """Fits B per-datapoint Gaussians by `num_steps` optax steps in one `lax.scan`.
 
@@ -213,10 +215,15 @@ def fit_local(
       num_samples: K >= 1 per step (static).
       num_steps: number of steps >= 1 (static).
       init_scale: initial scales `[B, D]` when `init_params` is a mean.
+      tol: if given (> 0), a `lax.while_loop` stops early once the relative change
+        |m_t - m_{t-1}| / |m_{t-1}| of the batch-averaged bound, averaged over two
+        consecutive windows of `window` steps, falls below `tol`; `num_steps` is then
+        the maximum.
+      window: window length (>= 1) for the convergence test.
 
     Returns:
       `(params, q, trace)`: final params, the final q (batch `[B]`), and the
-      estimator's bound value at each step, `[num_steps, B]`.
+      estimator's bound value at each step, `[num_steps, B]` (NaN after an early stop).
     """
     family = _check_family(family)
     check_callable(log_joint, "log_joint")
@@ -224,12 +231,46 @@ def fit_local(
     num_samples = check_positive_int(num_samples, "num_samples")
     num_steps = check_positive_int(num_steps, "num_steps")
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
+    window = check_positive_int(window, "window")
+    if tol is not None:
+        tol = check_positive_float(tol, "tol")
     state = init(init_params, family, optimizer, init_scale)
+    keys = jax.random.split(key, num_steps)
 
     def body(state, k):
         return step(k, state, log_joint, family, optimizer, estimator, num_samples)
 
-    state, trace = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+    if tol is None:
+        state, trace = jax.lax.scan(body, state, keys)
+        return state.params, make_q(state.params, family), trace
+
+    batch = state.params["loc"].shape[0]
+    dtype = state.params["loc"].dtype
+    trace0 = jnp.full((num_steps, batch), jnp.nan, dtype)
+
+    def window_mean(trace: Array, end: Array) -> Array:
+        # Mean of the batch-averaged bound over steps [end - window, end).
+        rows = jax.lax.dynamic_slice_in_dim(trace, end - window, window, axis=0)
+        return jnp.mean(rows)
+
+    def converged(trace: Array, t: Array) -> Array:
+        ready = t >= 2 * window
+        t_safe = jnp.maximum(t, 2 * window)
+        last, prev = window_mean(trace, t_safe), window_mean(trace, t_safe - window)
+        return ready & (jnp.abs(last - prev) <= tol * jnp.abs(prev))
+
+    def cond(carry):
+        _, trace, t = carry
+        return (t < num_steps) & ~converged(trace, t)
+
+    def loop(carry):
+        state, trace, t = carry
+        state, bound = body(state, keys[t])
+        return state, trace.at[t].set(bound), t + 1
+
+    if 2 * window > num_steps:
+        raise ValueError(f"`window` ({window}) must be at most `num_steps` / 2 ({num_steps}).")
+    state, trace, _ = jax.lax.while_loop(cond, loop, (state, trace0, jnp.zeros((), jnp.int32)))
     return state.params, make_q(state.params, family), trace
 
 
