@@ -292,3 +292,21 @@ def test_refusals(lg):
     np.testing.assert_allclose(
         vie.update_moving_average(jnp.asarray(1.0), jnp.asarray(3.0), 0.5), 2.0
     )
+
+
+@pytest.mark.parametrize("estimator", [vie.elbo_stl, vie.iwae_stl, vie.iwae_dreg])
+def test_path_only_estimators_vanish_at_exact_meanfield_posterior(estimator):
+    """With one latent the exact posterior is a diagonal Gaussian: the phi gradient of
+    STL/DReG is exactly zero (a regression test: a stop-gradient *copy* of a distrax
+    MultivariateNormalDiag still leaks the score term through its bijector)."""
+    model = vie.make_linear_gaussian(jax.random.key(0), data_dim=3, latent_dim=1, noise_scale=0.5)
+    x, _ = model.sample(jax.random.key(1), 2)
+    mean, cov = model.posterior_params(x)
+    phi = {"loc": mean, "log_scale": jnp.log(jnp.sqrt(jnp.diag(cov)))[None].repeat(2, 0)}
+    for seed in range(3):
+        g = jax.grad(
+            lambda p: estimator(jax.random.key(seed), model.log_joint_fn(x), _q(p), 4).sum()
+        )(phi)
+        np.testing.assert_allclose(
+            flat(jax.tree_util.tree_map(lambda a: a[None], g)), 0.0, atol=100 * EPS
+        )

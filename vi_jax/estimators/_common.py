@@ -66,9 +66,23 @@ def require_reparameterized(q: distrax.Distribution, estimator: str) -> None:
         )
 
 
-def stop_gradient_dist(q: distrax.Distribution) -> distrax.Distribution:
-    """The same distribution with gradients to its parameters cut (distrax is a pytree)."""
-    return jax.tree_util.tree_map(jax.lax.stop_gradient, q)
+def log_prob_path_only(q: distrax.Distribution, z: Array) -> Array:
+    """Log q(z) whose gradient flows only along the sample path z, not to q's parameters.
+
+    Value: log q(z). Gradient: (d log q / d z) . dz, with q's parameters held constant,
+    i.e. the "sticking the landing" term. It is built from the z-gradient instead of a
+    stop-gradient copy of `q`, because distrax distributions keep derived parameter
+    arrays (e.g. in bijectors) that a `tree_map(stop_gradient, q)` does not reach.
+    Requires log q(z)[k, b] to depend only on z[k, b] (true for any distribution's
+    batched log_prob).
+    """
+    log_q = q.log_prob(z)
+    dlogq_dz = jax.grad(lambda zz: jnp.sum(q.log_prob(zz)))(jax.lax.stop_gradient(z))
+    dlogq_dz = jax.lax.stop_gradient(dlogq_dz)
+    path = jnp.sum(
+        (dlogq_dz * (z - jax.lax.stop_gradient(z))).reshape(log_q.shape + (-1,)), axis=-1
+    )
+    return jax.lax.stop_gradient(log_q) + path
 
 
 def evaluate_log_joint(log_joint: LogJoint, z: Array, expected_shape: tuple[int, ...]) -> Array:

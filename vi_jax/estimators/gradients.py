@@ -116,7 +116,7 @@ def elbo_stl(
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = STL gradient.
     """
     z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_stl")
-    return jnp.mean(log_p - _common.stop_gradient_dist(q).log_prob(z), axis=0)
+    return jnp.mean(log_p - _common.log_prob_path_only(q, z), axis=0)
 
 
 def iwae_pathwise(
@@ -154,7 +154,7 @@ def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_sampl
       Surrogate `[*batch]`: value = one draw of L_K.
     """
     z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_stl")
-    return _common.log_mean_exp(log_p - _common.stop_gradient_dist(q).log_prob(z))
+    return _common.log_mean_exp(log_p - _common.log_prob_path_only(q, z))
 
 
 def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -178,7 +178,7 @@ def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samp
       Surrogate `[*batch]`: value = one draw of L_K, gradient = the DReG gradient.
     """
     z, log_p, num_samples = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_dreg")
-    log_w = log_p - _common.stop_gradient_dist(q).log_prob(z)
+    log_w = log_p - _common.log_prob_path_only(q, z)
     w_tilde = sg(_safe_softmax(log_w))
     # theta-only copy of log p: same value, no path to phi.
     log_p_theta = log_joint(sg(z))
