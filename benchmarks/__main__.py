@@ -1,0 +1,38 @@
+"""`python -m benchmarks <name> [--quick] [--out DIR]` or `python -m benchmarks --all [--quick]`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "training_speed": "benchmarks.training_speed",
+    "estimator_quality": "benchmarks.estimator_quality",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("benchmarks:", ", ".join(BENCHMARKS))
+        return 0
+    if argv[0] == "--all":
+        rest = argv[1:]
+        for name, mod in BENCHMARKS.items():
+            sub = list(rest)
+            if "--out" in sub:  # one sub-folder per benchmark
+                i = sub.index("--out")
+                sub[i + 1] = f"{sub[i + 1]}/{name}"
+            importlib.import_module(mod).main(sub)
+        return 0
+    name = argv[0]
+    if name not in BENCHMARKS:
+        print(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)} or --all")
+        return 2
+    importlib.import_module(BENCHMARKS[name]).main(argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
