@@ -32,6 +32,22 @@ def test_train_and_evaluate_write_metrics_and_pictures(tmp_path, capsys):
     again = json.loads((out / "evaluation.json").read_text())
     assert again["epoch"] == 2
     assert again["test"]["log_likelihood"] == pytest.approx(test["log_likelihood"], abs=1e-3)
+    # and the inference gaps of the trained model
+    gaps_argv = [
+        "gaps",
+        "--run",
+        str(out),
+        "--examples",
+        "8",
+        "--is-samples",
+        "50",
+        "--svi-steps",
+        "20",
+    ]
+    assert cli.main(gaps_argv) == 0
+    gaps = json.loads((out / "gaps.json").read_text())
+    assert np.isfinite(gaps["amortisation_gap"]) and gaps["num_examples"] == 8
+    assert "amortisation" in capsys.readouterr().out.lower()
 
 
 def test_resolve_estimator_and_config_refusals(tmp_path):

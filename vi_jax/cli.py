@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-samples", type=int, default=None)
     e.add_argument("--eval-examples", type=int, default=None)
     e.add_argument("--no-progress", action="store_true")
+    g = sub.add_parser("gaps", help="approximation and amortisation gaps of a trained run")
+    g.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
+    g.add_argument("--examples", type=int, default=100, help="first N test examples")
+    g.add_argument("--is-samples", type=int, default=1000, help="K for log p(x)")
+    g.add_argument("--svi-steps", type=int, default=300, help="steps to fit each q*")
+    g.add_argument("--family", choices=["meanfield", "fullrank"], default="meanfield")
     return p
 
 
@@ -118,6 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"evaluate {wall['evaluate']:.0f} s)"
             )
             print(f"wrote {args.out}/metrics.json and {', '.join(metrics['pictures'])}")
+        elif args.command == "gaps":
+            _, table = experiment.gaps(
+                args.run,
+                num_examples=args.examples,
+                num_is_samples=args.is_samples,
+                svi_steps=args.svi_steps,
+                family=args.family,
+            )
+            print(table)
+            print(f"wrote {args.run}/gaps.json")
         else:
             summary = experiment.evaluate(
                 args.run,

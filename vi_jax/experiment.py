@@ -357,6 +357,65 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
     return metrics
 
 
+def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, np.ndarray, Any, Any, Any, int]:
+    """(config, binarised test images, graphdef, trained params, rest, epoch) of a run."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"`run_dir` {str(run_dir)!r} has no config.json: not a training run."
+        )
+    raw = json.loads(cfg_path.read_text())
+    raw["hidden"] = tuple(raw["hidden"])
+    config = TrainConfig(**raw).validate()
+    _, _, xte, _ = load_data(config)
+    x_test = _binarized_test(config, xte)
+    graphdef, params, rest, _, optimizer = build(config, x_test.shape[1])
+    from vi_jax.training import restore_checkpoint
+
+    ckpt = restore_checkpoint(run_dir / "checkpoints", init_train_state(params, optimizer))
+    return config, x_test, graphdef, ckpt.state.params, rest, ckpt.epoch
+
+
+def gaps(
+    run_dir: str | os.PathLike,
+    *,
+    num_examples: int = 100,
+    num_is_samples: int = 1000,
+    svi_steps: int = 300,
+    family: str = "meanfield",
+) -> tuple[dict[str, Any], str]:
+    """Approximation and amortisation gaps (Cremer et al. 2018) of a trained run.
+
+    Args:
+      run_dir: a directory written by `train`.
+      num_examples: test examples (the first ones).
+      num_is_samples: K for log p(x).
+      svi_steps: optimisation steps of the per-example q*.
+      family: "meanfield" (the encoder's family) or "fullrank".
+
+    Returns:
+      `(summary, markdown_table)`; the summary is also written to `run_dir/gaps.json`.
+    """
+    from vi_jax.inference.gaps import gaps_table, inference_gaps
+
+    run_dir = Path(run_dir)
+    config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
+    _, summary = inference_gaps(
+        jax.random.key(config.seed + 3),
+        params,
+        vae_view(graphdef, rest),
+        jnp.asarray(x_test[:num_examples]),
+        num_is_samples=num_is_samples,
+        svi_steps=svi_steps,
+        family=family,
+    )
+    summary = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in summary.items()}
+    out = {"epoch": epoch, "family": family, "svi_steps": svi_steps, **summary}
+    (run_dir / "gaps.json").write_text(json.dumps(out, indent=2, default=float))
+    return out, gaps_table(summary)
+
+
 def evaluate(
     run_dir: str | os.PathLike,
     *,
@@ -376,25 +435,12 @@ def evaluate(
       The test summary, also written to `run_dir/evaluation.json`.
     """
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"`run_dir` {str(run_dir)!r} has no config.json: not a training run."
-        )
-    raw = json.loads(cfg_path.read_text())
-    raw["hidden"] = tuple(raw["hidden"])
-    config = TrainConfig(**raw).validate()
-    _, _, xte, _ = load_data(config)
-    x_test = _binarized_test(config, xte)
-    graphdef, params, rest, _, optimizer = build(config, x_test.shape[1])
-    from vi_jax.training import restore_checkpoint
-
-    ckpt = restore_checkpoint(run_dir / "checkpoints", init_train_state(params, optimizer))
+    config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
     evaluation = evaluate_params(
         jax.random.key(config.seed + 1),
         config,
         graphdef,
-        ckpt.state.params,
+        params,
         rest,
         x_test,
         num_samples=num_samples,
@@ -402,7 +448,7 @@ def evaluate(
         progress=progress,
     )
     summary = {
-        "epoch": ckpt.epoch,
+        "epoch": epoch,
         "test": evaluation.summary(),
         "eval_protocol": {
             "num_samples": num_samples or config.eval_samples,
