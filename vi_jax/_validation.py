@@ -89,3 +89,14 @@ def check_callable(f: Any, name: str) -> None:
     """Raises TypeError if `f` is not callable."""
     if not callable(f):
         raise TypeError(f"`{name}` must be callable, got {type(f).__name__}.")
+
+
+def check_batch_shape(batch_shape: Sequence[int]) -> tuple[int, ...]:
+    """Returns `batch_shape` as a tuple of non-negative ints, or raises naming it."""
+    try:
+        shape = tuple(int(s) for s in batch_shape)
+    except TypeError:
+        raise TypeError(f"`batch_shape` must be a sequence of ints, got {batch_shape!r}.") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"`batch_shape` must have non-negative sizes, got {shape}.")
+    return shape

@@ -327,7 +327,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
     pictures = write_pictures(out, jax.random.key(config.seed + 2), graphdef, params, rest, x_test)
     curves = {"train bound (per example)": [h["bound"] for h in history]}
     if any("test_elbo" in h for h in history):
-        curves["test ELBO (1000 examples)"] = [h.get("test_elbo", np.nan) for h in history]
+        curves[f"test ELBO ({len(monitor)} examples)"] = [
+            h.get("test_elbo", np.nan) for h in history
+        ]
     plotting.save_curves(out / "training_curve.png", curves, title="Training: bound per example")
     pictures.append("training_curve.png")
     epoch_times = [h["time_s"] for h in history if "time_s" in h]

@@ -7,6 +7,7 @@ backend, so they work on machines without a display.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -70,7 +71,9 @@ def save_image_grid(
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=10)
+        # small grids (8x8 digits) get a narrow figure: wrap the title to fit it
+        width_chars = max(20, int(fig.get_figwidth() * 12))
+        ax.set_title(textwrap.fill(title, width_chars), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

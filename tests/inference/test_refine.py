@@ -9,7 +9,8 @@ import pytest
 
 from vi_jax.estimators import gradients
 from vi_jax.estimators.problems import LinearGaussian
-from vi_jax.inference import ModelView, refine
+from vi_jax.inference import ModelView
+from vi_jax.inference.refine import refine, refine_view
 
 B, D, N = 16, 2, 5
 
@@ -38,7 +39,7 @@ def _exact_elbo(model, x, q):
 def test_refinement_raises_bound_and_shrinks_amortisation_gap(problem, optimizer, lr):
     model, x, bad = problem
     q, trace = jax.jit(
-        lambda k: refine.refine(
+        lambda k: refine(
             k,
             model.log_joint_fn(x),
             bad,
@@ -64,18 +65,18 @@ def test_refinement_raises_bound_and_shrinks_amortisation_gap(problem, optimizer
 def test_refine_view_and_vmap(problem):
     model, x, bad = problem
     view = ModelView(model.log_joint_fn(x), bad, model.log_likelihood_fn(x), model.prior())
-    new_view, trace = refine.refine_view(
+    new_view, trace = refine_view(
         jax.random.PRNGKey(3), view, num_steps=5, estimator=gradients.elbo_stl
     )
     assert isinstance(new_view.posterior, distrax.MultivariateNormalDiag)
     assert trace.shape == (6, B)
-    traces = jax.vmap(lambda k: refine.refine(k, model.log_joint_fn(x), bad, num_steps=3)[1])(
+    traces = jax.vmap(lambda k: refine(k, model.log_joint_fn(x), bad, num_steps=3)[1])(
         jax.random.split(jax.random.PRNGKey(4), 2)
     )
     assert traces.shape == (2, 4, B)
     # gradient does not leak into the encoder's parameters (evaluation-time refinement)
     g = jax.grad(
-        lambda s: refine.refine(
+        lambda s: refine(
             jax.random.PRNGKey(5),
             model.log_joint_fn(x),
             distrax.MultivariateNormalDiag(bad.loc, s),
@@ -89,10 +90,10 @@ def test_refusals(problem):
     model, x, bad = problem
     lj = model.log_joint_fn(x)
     with pytest.raises(ValueError, match="`num_steps`"):
-        refine.refine(jax.random.PRNGKey(0), lj, bad, num_steps=0)
+        refine(jax.random.PRNGKey(0), lj, bad, num_steps=0)
     with pytest.raises(ValueError, match="`optimizer`"):
-        refine.refine(jax.random.PRNGKey(0), lj, bad, num_steps=1, optimizer="lbfgs")
+        refine(jax.random.PRNGKey(0), lj, bad, num_steps=1, optimizer="lbfgs")
     with pytest.raises(ValueError, match="`learning_rate`"):
-        refine.refine(jax.random.PRNGKey(0), lj, bad, num_steps=1, learning_rate=-1.0)
+        refine(jax.random.PRNGKey(0), lj, bad, num_steps=1, learning_rate=-1.0)
     with pytest.raises(TypeError, match="`q`"):
-        refine.refine(jax.random.PRNGKey(0), lj, model.posterior(x), num_steps=1)
+        refine(jax.random.PRNGKey(0), lj, model.posterior(x), num_steps=1)

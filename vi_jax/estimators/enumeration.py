@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import (
+    check_batch_shape,
     check_callable,
     check_finite,
     check_not_nan,
@@ -146,16 +147,6 @@ def log_marginal_table(log_table: Array, axis: int | Sequence[int]) -> Array:
 # ----------------------------------------------------------------- generic enumeration
 
 
-def _check_batch_shape(batch_shape: Sequence[int]) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in batch_shape)
-    except TypeError:
-        raise TypeError(f"`batch_shape` must be a sequence of ints, got {batch_shape!r}.") from None
-    if any(s < 0 for s in shape):
-        raise ValueError(f"`batch_shape` must have non-negative sizes, got {shape}.")
-    return shape
-
-
 def _evaluate(log_joint: LogJoint, z: Array, batch_shape: tuple[int, ...]) -> Array:
     """log_joint on support points `[n, *event]` broadcast to `[n, *batch, *event]`."""
     n, event = z.shape[0], z.shape[1:]
@@ -254,7 +245,7 @@ def enumerate_log_marginal(
     """
     check_callable(log_joint, "log_joint")
     support = _check_support(support)
-    batch_shape = _check_batch_shape(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     if chunk_size is None:
         return _safe_logsumexp(_evaluate(log_joint, support, batch_shape), axis=0)
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), support.shape[0])
@@ -283,7 +274,7 @@ def enumerate_posterior(
     """
     check_callable(log_joint, "log_joint")
     support = _check_support(support)
-    batch_shape = _check_batch_shape(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     values = _evaluate(log_joint, support, batch_shape)
     return values - jax.nn.logsumexp(values, axis=0)
 
@@ -359,7 +350,7 @@ def enumerate_binary_log_marginal(
     check_callable(log_joint, "log_joint")
     num_latents = _check_num_latents(num_latents, _MAX_BINARY_LATENTS)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    batch_shape = _check_batch_shape(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     dtype = _default_float(dtype)
     num_items = 2**num_latents
     chunk_size = min(chunk_size, num_items)
@@ -398,7 +389,7 @@ def enumerate_binary_posterior_marginals(
     check_callable(log_joint, "log_joint")
     num_latents = _check_num_latents(num_latents, _MAX_BINARY_LATENTS)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    batch_shape = _check_batch_shape(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     dtype = _default_float(dtype)
     num_items = 2**num_latents
     chunk_size = min(chunk_size, num_items)

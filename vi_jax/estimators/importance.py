@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import (
+    check_batch_shape,
     check_callable,
     check_finite,
     check_not_nan,
@@ -243,16 +244,6 @@ def importance_log_marginal(
     return LogMarginalEstimate(log_marginal, log_stderr, None)
 
 
-def _check_batch_shape(batch_shape: Sequence[int]) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(s) for s in batch_shape)
-    except TypeError:
-        raise TypeError(f"`batch_shape` must be a sequence of ints, got {batch_shape!r}.") from None
-    if any(s < 0 for s in shape):
-        raise ValueError(f"`batch_shape` must have non-negative sizes, got {shape}.")
-    return shape
-
-
 def uniform_log_marginal(
     key: Array,
     log_joint: LogJoint,
@@ -281,7 +272,7 @@ def uniform_log_marginal(
     """
     check_callable(log_joint, "log_joint")
     num_samples = check_positive_int(num_samples, "num_samples")
-    batch_shape = _check_batch_shape(batch_shape)
+    batch_shape = check_batch_shape(batch_shape)
     if isinstance(support_or_box, tuple):
         if len(support_or_box) != 2:
             raise ValueError(
