@@ -202,14 +202,14 @@ def torch_runner(x, seed: int = 0):
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m benchmarks training_speed", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="2,560-example slice, 3 epochs")
+    ap.add_argument("--quick", action="store_true", help="2,560-example slice, 2 epochs")
     ap.add_argument("--out", default=None, help="output folder")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per trainer (incl. first)")
     ap.add_argument("--torch-epochs", type=int, default=None)
     args = ap.parse_args(argv)
     from tqdm.auto import tqdm
 
-    epochs = args.epochs or (3 if args.quick else 11)
+    epochs = args.epochs or (2 if args.quick else 11)
     torch_epochs = args.torch_epochs or (2 if args.quick else 3)
     x = load_data(args.quick)
     out = common.out_dir(NAME, args.out)

@@ -90,9 +90,10 @@ def inference_gaps(
     check_finite(data, "data")
     chunk_size = min(chunk_size, num_is_samples)
 
+    # params are an argument, not a closure: large weights are not baked into the program.
     @jax.jit
-    def run(k: Array, x: Array) -> dict[str, Array]:
-        view = model_fn(params, x)
+    def run(p: Any, k: Array, x: Array) -> dict[str, Array]:
+        view = model_fn(p, x)
         q_enc = view.posterior
         loc = jax.lax.stop_gradient(q_enc.loc)
         scale = jax.lax.stop_gradient(jnp.broadcast_to(q_enc.scale_diag, loc.shape))
@@ -128,7 +129,7 @@ def inference_gaps(
     parts: list[dict[str, np.ndarray]] = []
     keys = jax.random.split(key, math.ceil(data.shape[0] / data_chunk))
     for i, k in enumerate(keys):
-        out = run(k, data[i * data_chunk : (i + 1) * data_chunk])
+        out = run(params, k, data[i * data_chunk : (i + 1) * data_chunk])
         parts.append({n: np.asarray(v) for n, v in out.items()})
     per_example = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
     per_example["approximation_gap"] = per_example["log_px"] - per_example["elbo_opt"]
