@@ -156,6 +156,41 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## The same split on real data
+# On images the best φ(x) is far from linear in x. We train a small VAE on scikit-learn's
+# 8×8 digits (`vi_jax.experiment.train`), then `vi_jax.experiment.gaps` fits a free
+# mean-field q* per test image, starting from the encoder's output, and estimates
+# log p(x) by importance sampling with q* as proposal (Cremer, Li & Duvenaud, 2018).
+
+# %%
+from vi_jax import experiment
+
+digits_run = "runs/06_digits"
+experiment.train(
+    experiment.TrainConfig(
+        dataset="digits",
+        epochs=60 if FULL else 8,
+        batch_size=64,
+        latent_dim=4,
+        hidden=(64,),
+        eval_samples=200,
+        eval_examples=50,
+    ),
+    digits_run,
+    progress=False,
+)
+gap_summary, gap_table = experiment.gaps(
+    digits_run,
+    num_examples=200 if FULL else 40,
+    num_is_samples=1000 if FULL else 300,
+    svi_steps=400 if FULL else 100,
+)
+print(gap_table)
+# The amortisation gap is an expectation of a non-negative quantity (q* is optimised
+# from the encoder's q): it must be positive beyond Monte Carlo error.
+assert gap_summary["amortisation_gap"] > -4 * gap_summary["amortisation_gap_stderr"]
+
+# %% [markdown]
 # ## What we saw
 # - Optimising a separate φ(i) per data point reaches the best ELBO the mean-field family
 #   allows; what remains, log p(x) − ELBO, is the approximation gap, the KL from the best
@@ -167,3 +202,6 @@ plt.show()
 #   linear function of x, which the MLP nearly represents. On image VAEs with nonlinear
 #   decoders the amortisation gap is typically several nats (Cremer, Li & Duvenaud, 2018).
 #   Note also that the encoder's ELBO is higher on its *training* data than on test data.
+# - On the digits VAE both gaps are nats, not hundredths: the table above shows the
+#   approximation gap of a mean-field Gaussian and the amortisation gap of a small MLP
+#   encoder on real images.
