@@ -112,7 +112,9 @@ def make_vae_loss(
         stop-gradient copies (no backward pass); their forward pass repeats the
         estimator's (same key, same samples) and XLA's common-subexpression elimination
         merges it, except for a few elementwise flops per pixel (+0.1% flops for the
-        PyTorch-example model). With an estimator that does not draw
+        PyTorch-example model). Wall time is another matter: on a 2-core CPU an epoch of
+        that model took 1.25 s with monitoring and 0.87 s without (19,200 images), so
+        trainers that care about speed pass `monitor=False`. With an estimator that does not draw
         `q.sample(seed=key, sample_shape=(K,))` the monitor costs one extra forward.
 
     Returns:
