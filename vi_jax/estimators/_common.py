@@ -91,7 +91,7 @@ def evaluate_log_joint(log_joint: LogJoint, z: Array, expected_shape: tuple[int,
     if tuple(jnp.shape(value)) != tuple(expected_shape):
         raise ValueError(
             f"`log_joint` must map z of shape {tuple(z.shape)} to log p(x, z) of shape "
-            f"{tuple(expected_shape)} ([num_samples, *q.batch_shape]), got {jnp.shape(value)}."
+            f"{tuple(expected_shape)} ([num_samples, *batch]), got {jnp.shape(value)}."
         )
     return value
 

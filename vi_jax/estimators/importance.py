@@ -32,6 +32,7 @@ from vi_jax._validation import (
     check_rank_at_least,
     is_concrete,
 )
+from vi_jax.estimators._common import evaluate_log_joint
 from vi_jax.estimators.weights import (
     _effective_sample_size,
     _log_mean_exp,
@@ -87,16 +88,6 @@ def _check_proposal(proposal) -> None:
     for leaf in jax.tree_util.tree_leaves(proposal):  # its parameters (concrete ones only)
         if hasattr(leaf, "dtype"):
             check_not_nan(leaf, "proposal (a parameter)")
-
-
-def _evaluate(log_joint: LogJoint, z: Array, expected: tuple[int, ...]) -> Array:
-    value = log_joint(z)
-    if tuple(jnp.shape(value)) != tuple(expected):
-        raise ValueError(
-            f"`log_joint` must map z of shape {tuple(jnp.shape(z))} to log p(x, z) of shape "
-            f"{tuple(expected)} ([num_samples, *batch]), got {jnp.shape(value)}."
-        )
-    return value
 
 
 def _estimate(log_w: Array) -> LogMarginalEstimate:
@@ -232,7 +223,7 @@ def importance_log_marginal(
 
     def chunk_log_w(k: Array, size: int) -> Array:
         z, log_q = proposal.sample_and_log_prob(seed=k, sample_shape=(size,))
-        return _evaluate(log_joint, z, (size, *batch)) - log_q
+        return evaluate_log_joint(log_joint, z, (size, *batch)) - log_q
 
     if chunk_size is None:
         return _estimate(chunk_log_w(key, num_samples))
@@ -307,7 +298,7 @@ def uniform_log_marginal(
         idx = jax.random.randint(key, (num_samples, *batch_shape), 0, support.shape[0])
         z = support[idx]
         log_volume = math.log(support.shape[0])
-    log_w = _evaluate(log_joint, z, (num_samples, *batch_shape)) + log_volume
+    log_w = evaluate_log_joint(log_joint, z, (num_samples, *batch_shape)) + log_volume
     return _estimate(log_w)
 
 
@@ -340,7 +331,7 @@ def snis_expectation(
     num_samples = check_positive_int(num_samples, "num_samples")
     batch = tuple(proposal.batch_shape)
     z, log_q = proposal.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
-    log_w = _evaluate(log_joint, z, (num_samples, *batch)) - log_q
+    log_w = evaluate_log_joint(log_joint, z, (num_samples, *batch)) - log_q
     values = jnp.asarray(f(z))
     lead = (num_samples, *batch)
     if tuple(values.shape[: len(lead)]) != lead:
