@@ -10,21 +10,14 @@ import optax
 import pytest
 
 from vi_jax.estimators import gradients
-from vi_jax.estimators.problems import LinearGaussian
 from vi_jax.inference import svi
 
 B, D, N = 3, 2, 5
 
 
-def _fixed_model():
-    # Fixed weights (not drawn) so float32 and x64 runs see the same, correlated posterior.
-    w = jnp.array([[1.0, 0.8], [0.5, 1.0], [1.0, 0.6], [0.2, 0.9], [0.7, 0.7]])
-    return LinearGaussian(w, jnp.array([0.1, -0.2, 0.3, 0.0, 0.5]), jnp.asarray(0.7))
-
-
 @pytest.fixture(scope="module")
-def problem():
-    model = _fixed_model()
+def problem(fixed_model):
+    model = fixed_model
     x, _ = model.sample(jax.random.PRNGKey(1), B)
     return model, x
 
