@@ -130,10 +130,10 @@ def write_results(
     payload = {"benchmark": name, "environment": env, "settings": settings, "results": results}
     (path / f"{name}.json").write_text(json.dumps(payload, indent=2, default=float))
     md = [f"# {name}", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v is not None)
     md.append(
-        f"Device: {env['platform']} ({env['device']}), CPUs: {env['cpu_count']}, "
-        f"jax {env['versions']['jax']}, flax {env['versions']['flax']}, "
-        f"optax {env['versions']['optax']}, distrax {env['versions']['distrax']}; {env['utc']}"
+        f"Device: {env['platform']} ({env['device']}), CPUs: {env['cpu_count']}; "
+        f"{libs}; {env['utc']}"
     )
     md += ["", "Settings: `" + json.dumps(settings, default=str) + "`", ""]
     for title, table in tables.items():

@@ -117,6 +117,33 @@ def test_epoch_freezes_state_at_first_nonfinite_step():
     assert not bool(out.all_finite)
     np.testing.assert_array_equal(np.asarray(out.metrics["finite"])[:3], [True, True, False])
     assert int(frozen.step) == 2  # the state just before the bad step, never past it
+    # The loop stops there: later steps do not run and say so.
+    assert not np.asarray(out.metrics["finite"])[3:].any()
+    assert np.isnan(np.asarray(out.metrics["loss"])[3:]).all()
+
+
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_epoch_guards_a_step_that_does_not_guard_itself(drop_remainder):
+    # A hand-written step (no `guards_nonfinite`) returns a NaN state at its fourth
+    # call; the epoch must discard it and return the state of the third.
+    n, b = 50, 8
+
+    def counting_step(state, batch, key):
+        bad = state["calls"] == 3
+        new = {"calls": state["calls"] + 1, "w": jnp.where(bad, jnp.nan, state["w"] + 1.0)}
+        return new, {"loss": jnp.where(bad, jnp.nan, 1.0)}
+
+    data = jnp.arange(n, dtype=jnp.float32)
+    state = {"calls": jnp.array(0), "w": jnp.zeros(2)}
+    epoch = make_epoch_fn(
+        counting_step, batch_size=b, num_examples=n, drop_remainder=drop_remainder
+    )
+    kept, out = epoch(state, data, jax.random.key(0))
+    assert not bool(out.all_finite)
+    assert int(kept["calls"]) == 3 and np.asarray(kept["w"]).tolist() == [3.0, 3.0]
+    np.testing.assert_array_equal(
+        np.asarray(out.metrics["finite"]), [True] * 3 + [False] * (epoch.num_steps - 3)
+    )
 
 
 def test_fit_trains_writes_metrics_and_calls_eval(tmp_path):

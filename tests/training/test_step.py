@@ -5,7 +5,13 @@ import optax
 import pytest
 from train_problems import assert_trees_equal, linear_params, make_regression, mse_loss
 
-from vi_jax.training import TrainState, init_train_state, make_train_step, tree_select
+from vi_jax.training import (
+    TrainState,
+    apply_if,
+    init_train_state,
+    make_train_step,
+    tree_select,
+)
 
 
 def test_step_matches_manual_sgd_under_jit():
@@ -92,8 +98,49 @@ def test_tree_select():
     assert_trees_equal(tree_select(jnp.array(False), a, b), b)
 
 
+@pytest.mark.parametrize("guard", ["cond", "select"])
+def test_apply_if_both_lowerings(guard):
+    a = {"w": jnp.arange(3.0), "n": jnp.array(2, jnp.int32)}
+
+    def fn(t):
+        return {"w": t["w"] * 2.0, "n": t["n"] + 1}
+
+    run = jax.jit(lambda p, t: apply_if(p, fn, t, guard))
+    assert_trees_equal(run(jnp.array(True), a), fn(a))
+    assert_trees_equal(run(jnp.array(False), a), a)
+
+
+def test_guards_give_identical_training_and_identical_refusal():
+    # Adam on a loss that is NaN on the third step: the two lowerings of the guard
+    # must give the same states bit for bit, including the state kept at the bad step.
+    def loss_fn(params, batch, key, step):
+        loss = jnp.sum((params["w"] - batch) ** 2) + 0.1 * jax.random.normal(key)
+        return jnp.where(step == 2, jnp.nan, loss), {}
+
+    opt = optax.adam(0.1)
+    finals = []
+    for guard in ("cond", "select", "auto"):
+        raw = make_train_step(loss_fn, opt, with_step=True, guard=guard)
+        assert raw.guards_nonfinite is True
+        step = jax.jit(raw)
+        state = init_train_state({"w": jnp.zeros(4)}, opt)
+        states = []
+        for i in range(3):
+            state, m = step(state, jnp.arange(4.0), jax.random.key(i))
+            states.append(state)
+        assert not bool(m["finite"])
+        assert_trees_equal(states[2], states[1])
+        finals.append(states)
+    for other in finals[1:]:
+        assert_trees_equal(other, finals[0])
+
+
 def test_refusals():
     opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match="guard"):
+        make_train_step(mse_loss, opt, guard="where")
+    with pytest.raises(ValueError, match="guard"):
+        apply_if(jnp.array(True), lambda t: t, {}, "where")
     with pytest.raises(TypeError, match="loss_fn"):
         make_train_step("not a function", opt)
     with pytest.raises(TypeError, match="optimizer"):

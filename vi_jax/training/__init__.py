@@ -26,7 +26,7 @@ from vi_jax.training.sharding import (
     shard_batch,
 )
 from vi_jax.training.state import TrainState, init_train_state
-from vi_jax.training.step import make_train_step, tree_select
+from vi_jax.training.step import apply_if, make_train_step, tree_select
 
 __all__ = [
     "DATA_AXIS",
@@ -48,4 +48,5 @@ __all__ = [
     "save_checkpoint",
     "shard_batch",
     "tree_select",
+    "apply_if",
 ]

@@ -1,7 +1,8 @@
 """Compiled epochs and the host training loop (`fit`) with resume and non-finite guard.
 
 An epoch is one compiled program: the data set stays on the device, a permutation is drawn
-inside, batches are gathered from it inside `jax.lax.scan`, and the host is touched once
+inside, batches are gathered from it inside one compiled loop (a `lax.while_loop`, the
+loop `lax.scan` lowers to, so that it can stop at a non-finite step), and the host is touched once
 per epoch (metrics, progress bar, metrics file, checkpoint).
 
 Randomness is a pure function of the run's base key, so that a resumed run is bit-identical
@@ -94,9 +95,10 @@ class EpochMetrics(NamedTuple):
     Attributes:
         metrics: Per-step metrics stacked to shape `[num_steps]` (including `"finite"`,
             bool `[num_steps]`); the host averages them.
-        all_finite: bool `[]`: whether every step of the epoch was finite. After the first
-            non-finite step the state is frozen (later steps are computed but discarded),
-            so the returned state is the one just before that step.
+        all_finite: bool `[]`: whether every step of the epoch was finite. The epoch stops
+            at the first non-finite step, so the returned state is the one just before that
+            step; the steps after it do not run and report NaN (0 for integer metrics,
+            False for `finite`).
     """
 
     metrics: dict[str, Array]
@@ -227,32 +229,61 @@ def _epoch_step(
     return new_state, metrics
 
 
+def _not_run(shapes: dict[str, jax.ShapeDtypeStruct], num: int) -> dict[str, Array]:
+    """Metric buffers `[num]` for steps that do not run: NaN, 0, or False for `finite`."""
+
+    def fill(s: jax.ShapeDtypeStruct) -> Array:
+        value = jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else 0
+        return jnp.full((num, *s.shape), value, s.dtype)
+
+    return {name: fill(s) for name, s in shapes.items()}
+
+
 def _epoch(
     plan: _EpochPlan, state: PyTree, data: PyTree, key: Array
 ) -> tuple[PyTree, EpochMetrics]:
-    """One epoch: a permutation from `key`, then a scan of guarded steps over its batches."""
+    """One epoch: a permutation from `key`, then a loop of steps that stops at a bad one."""
     perm_key, steps_key = jax.random.split(key)
     perm = jax.random.permutation(perm_key, plan.num_examples)
     full = perm[: plan.num_full * plan.batch_size].reshape(plan.num_full, plan.batch_size)
+    # A step from `make_train_step` already leaves the state unchanged when it is not
+    # finite, at no cost; any other step gets a select here.
+    self_guarded = getattr(plan.train_step, "guards_nonfinite", False) is True
 
-    def guarded(carry, idx, i):
-        state, ok = carry
+    def step(state, idx, i):
         new_state, metrics = _epoch_step(plan, state, data, idx, i, steps_key)
-        ok = ok & metrics["finite"]
-        # Freeze after the first non-finite step: the epoch returns the last good state.
-        return (tree_select(ok, new_state, state), ok), metrics
+        if not self_guarded:
+            new_state = tree_select(metrics["finite"], new_state, state)
+        return new_state, metrics
 
-    def body(carry, xs):
-        i, idx = xs
-        return guarded(carry, idx, i)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)),
+        (state, full[0], steps_key),
+    )
+    shapes = jax.eval_shape(lambda s, idx, k: step(s, idx, jnp.asarray(0))[1], *abstract)
 
-    carry = (state, jnp.asarray(True))
-    carry, metrics = jax.lax.scan(body, carry, (jnp.arange(plan.num_full), full))
+    # A while loop rather than a scan: it stops after the first non-finite step, so the
+    # state it returns is the last good one without a per-step select to freeze it.
+    def keep_going(carry):
+        i, _, ok, _ = carry
+        return (i < plan.num_full) & ok
+
+    def body(carry):
+        i, state, _, buffers = carry
+        state, metrics = step(state, full[i], i)
+        buffers = {k: buffers[k].at[i].set(metrics[k]) for k in buffers}
+        return i + 1, state, metrics["finite"], buffers
+
+    carry = (jnp.asarray(0), state, jnp.asarray(True), _not_run(shapes, plan.num_full))
+    _, state, ok, metrics = jax.lax.while_loop(keep_going, body, carry)
     if plan.remainder:
         idx = perm[plan.num_full * plan.batch_size :]
-        carry, last = guarded(carry, idx, jnp.asarray(plan.num_full))
+        new_state, last = step(state, idx, jnp.asarray(plan.num_full))
+        # Runs only if the epoch has not stopped (one select per epoch, not per step).
+        state = tree_select(ok, new_state, state)
+        last = tree_select(ok, last, jax.tree.map(lambda b: b[0], _not_run(shapes, 1)))
+        ok = ok & last["finite"]
         metrics = jax.tree.map(lambda m, x: jnp.concatenate([m, x[None]]), metrics, last)
-    state, ok = carry
     return state, EpochMetrics(metrics=metrics, all_finite=ok)
 
 
@@ -373,12 +404,15 @@ def make_epoch_fn(
     mesh: Mesh | None = None,
     donate: bool = True,
 ) -> EpochFn:
-    """Compiles one epoch of `train_step` as a single `lax.scan` over shuffled batches.
+    """Compiles one epoch of `train_step` as a single loop over shuffled batches.
 
     The epoch draws a permutation of the `num_examples` examples from its key, gathers each
-    batch of indices from the on-device `data` inside the scan, optionally applies
+    batch of indices from the on-device `data` inside the loop, optionally applies
     `preprocess(key, batch)` on the device, and calls `train_step(state, batch, key)`
-    (keys as described in the module docstring). The state buffers are donated.
+    (keys as described in the module docstring). The state buffers are donated. The loop
+    stops after the first non-finite step and returns the state from before it: a step
+    made by `make_train_step` leaves the state unchanged itself; for any other step the
+    epoch discards that step's state.
 
     Args:
         train_step: `train_step(state, batch, key) -> (state, metrics)`, e.g. from
