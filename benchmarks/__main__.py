@@ -8,6 +8,8 @@ import sys
 BENCHMARKS = {
     "training_speed": "benchmarks.training_speed",
     "estimator_quality": "benchmarks.estimator_quality",
+    "throughput_numpyro": "benchmarks.throughput_numpyro",
+    "iwae_table": "benchmarks.iwae_table",
 }
 
 

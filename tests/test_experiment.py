@@ -16,6 +16,9 @@ def test_train_and_evaluate_write_metrics_and_pictures(tmp_path, capsys):
         "train", "--dataset", "synthetic", "--epochs", "2", "--batch-size", "50",
         "--latent", "3", "--hidden", "16", "--eval-samples", "50", "--eval-examples", "40",
         "--objective", "iwae", "--estimator", "dreg", "-k", "4", "--out", str(out), "--no-progress",
+        # The IWAE paper's optimiser: its schedule changes the optimiser state that
+        # `evaluate` must restore below.
+        "--lr-schedule", "burda", "--adam-eps", "1e-4", "--checkpoint-every", "2",
     ]  # fmt: skip
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
@@ -63,6 +66,14 @@ def test_resolve_estimator_and_config_refusals(tmp_path):
         experiment.TrainConfig(epochs=0).validate()
     with pytest.raises(ValueError, match="learning_rate"):
         experiment.TrainConfig(learning_rate=-1.0).validate()
+    with pytest.raises(ValueError, match="adam_eps"):
+        experiment.TrainConfig(adam_eps=0.0).validate()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        experiment.TrainConfig(lr_schedule="cosine").validate()
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        experiment.TrainConfig(checkpoint_every=0).validate()
+    with pytest.raises(ValueError, match="num_train"):
+        experiment.build(experiment.TrainConfig(lr_schedule="burda"), 784)
     assert cli.main(["train", "--epochs", "0", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert cli.main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
 

@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")
+    t.add_argument("--adam-eps", type=float, default=d.adam_eps, help="Adam's epsilon")
+    t.add_argument(
+        "--lr-schedule",
+        choices=["constant", "burda"],
+        default=d.lr_schedule,
+        help="burda: 3^i epochs at lr * 10^(-i/7), i = 0..7 (3280 epochs in all)",
+    )
     t.add_argument("--latent", type=int, default=d.latent_dim, dest="latent_dim")
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="e.g. 400 or 200,200")
     t.add_argument("--activation", default=d.activation)
@@ -72,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=d.train_examples,
         help="use only the first N (0 = all)",
+    )
+    t.add_argument(
+        "--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between saves"
     )
     t.add_argument("--no-progress", action="store_true")
 

@@ -28,7 +28,14 @@ from vi_jax.estimators.bounds import elbo
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
 from vi_jax.models import make_mlp_vae, make_vae_loss, merge_params, split_params
 from vi_jax.models.view import vae_view
-from vi_jax.training import TrainState, fit, init_train_state, make_epoch_fn, make_train_step
+from vi_jax.training import (
+    TrainState,
+    burda_schedule,
+    fit,
+    init_train_state,
+    make_epoch_fn,
+    make_train_step,
+)
 
 OBJECTIVES = ("elbo", "iwae", "renyi")
 _ESTIMATORS_BY_OBJECTIVE: dict[str, dict[str, Callable]] = {
@@ -72,6 +79,10 @@ def resolve_estimator(objective: str, estimator: str, alpha: float = 0.5) -> Cal
     return functools.partial(fn, alpha=alpha) if objective == "renyi" else fn
 
 
+# "burda": 3^i passes at learning_rate * 10^(-i/7), i = 0..7 (Burda et al. 2016).
+LR_SCHEDULES = ("constant", "burda")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run depends on (saved to `config.json`).
@@ -84,6 +95,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
+    adam_eps: float = 1e-8
+    lr_schedule: str = "constant"
     latent_dim: int = 20
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
@@ -99,6 +112,7 @@ class TrainConfig:
     eval_examples: int = 1000
     eval_every: int = 1
     train_examples: int = 0
+    checkpoint_every: int = 1
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first invalid field."""
@@ -113,6 +127,7 @@ class TrainConfig:
             "num_samples",
             "eval_samples",
             "eval_every",
+            "checkpoint_every",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -123,6 +138,12 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be an integer >= 0, got {value!r}.")
         if not (self.learning_rate > 0 and np.isfinite(self.learning_rate)):
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        if not (self.adam_eps > 0 and np.isfinite(self.adam_eps)):
+            raise ValueError(f"`adam_eps` must be > 0, got {self.adam_eps}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
+            )
         resolve_estimator(self.objective, self.estimator, self.alpha)
         if self.estimator in ("score_function_loo", "vimco") and self.num_samples < 2:
             raise ValueError(
@@ -166,8 +187,12 @@ def _device_info() -> dict[str, Any]:
     }
 
 
-def build(config: TrainConfig, data_dim: int):
-    """The VAE, its (graphdef, params, rest) split, the loss and the optimizer."""
+def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
+    """The VAE, its (graphdef, params, rest) split, the loss and the optimizer.
+
+    `num_train` (training examples) is needed by the "burda" schedule, whose stages are
+    counted in passes over the data.
+    """
     vae = make_mlp_vae(
         data_dim=data_dim,
         latent_dim=config.latent_dim,
@@ -188,7 +213,13 @@ def build(config: TrainConfig, data_dim: int):
         # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
         monitor=False,
     )
-    optimizer = optax.adam(config.learning_rate)
+    learning_rate: float | optax.Schedule = config.learning_rate
+    if config.lr_schedule == "burda":
+        if num_train is None:
+            raise ValueError("The 'burda' schedule needs `num_train` (steps per epoch).")
+        steps = max(1, num_train // config.batch_size)
+        learning_rate = burda_schedule(config.learning_rate, steps)
+    optimizer = optax.adam(learning_rate, eps=config.adam_eps)
     return graphdef, params, rest, loss_fn, optimizer
 
 
@@ -284,7 +315,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
     if config.binarize == "static" and config.dataset != "synthetic":
         xtr = np.asarray(vdata.static_binarize(xtr, seed=config.seed), np.float32)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1])
+    graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
     step = make_train_step(loss_fn, optimizer, with_step=bool(config.kl_warmup_steps))
     preprocess = None
     if config.binarize == "dynamic" and config.dataset != "synthetic":
@@ -315,6 +346,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
         jnp.asarray(xtr),
         num_epochs=config.epochs,
         run_dir=out,
+        checkpoint_every=config.checkpoint_every,
         eval_fn=eval_fn,
         config=dataclasses.asdict(config),
         progress=progress,
@@ -373,9 +405,9 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, np.ndarray, Any, 
     raw = json.loads(cfg_path.read_text())
     raw["hidden"] = tuple(raw["hidden"])
     config = TrainConfig(**raw).validate()
-    _, _, xte, _ = load_data(config)
+    xtr, _, xte, _ = load_data(config)
     x_test = _binarized_test(config, xte)
-    graphdef, params, rest, _, optimizer = build(config, x_test.shape[1])
+    graphdef, params, rest, _, optimizer = build(config, x_test.shape[1], len(xtr))
     from vi_jax.training import restore_checkpoint
 
     ckpt = restore_checkpoint(run_dir / "checkpoints", init_train_state(params, optimizer))

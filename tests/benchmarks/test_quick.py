@@ -55,3 +55,69 @@ def test_training_speed_sane(quick_runs):
         assert all(0 < v < 600 for v in r["loss_per_epoch"])
         assert r["loss_per_epoch"][-1] < r["loss_per_epoch"][0]
     assert res["ratio_vi_jax_over_handwritten"] > 0
+
+
+def test_throughput_numpyro_sane(quick_runs):
+    payload = json.loads(
+        (quick_runs / "throughput_numpyro" / "throughput_numpyro.json").read_text()
+    )
+    res, settings = payload["results"], payload["settings"]
+    try:
+        import numpyro  # noqa: F401
+
+        has_numpyro = True
+    except ImportError:
+        has_numpyro = False
+    # numpyro is in the dev extra: where it imports, the NumPyro leg must have run.
+    assert res["numpyro_available"] is has_numpyro
+    legs = ("vi_jax", "numpyro") if has_numpyro else ("vi_jax",)
+    cases = {(c["objective"], c["K"]): c for c in res["cases"]}
+    ks = settings["K"]
+    assert set(cases) == {("elbo", k) for k in ks} | {("iwae", k) for k in ks if k >= 2}
+    # Negative bound per binary 784-pixel image at the untrained initialisation: logits
+    # near 0 give about 784 log 2 ~ 543 nats, plus a small KL.
+    upper = 784 * math.log(2) + 50
+    for c in cases.values():
+        for leg in legs:
+            r = c[leg]
+            assert r["evals_per_s"] > 0 and r["first_call_s"] > 0
+            assert 0 < r["q25_s"] <= r["median_s"] <= r["q75_s"]
+            assert r["evals_per_s"] == pytest.approx(1.0 / r["median_s"])
+            assert 0 < r["loss_mean"] < upper and r["loss_se"] > 0
+        if has_numpyro:
+            vj, npy = c["vi_jax"], c["numpyro"]
+            ratio = c["ratio_vi_jax_over_numpyro"]
+            assert ratio > 0
+            assert ratio == pytest.approx(vj["evals_per_s"] / npy["evals_per_s"], rel=1e-9)
+            # Same model, same objective: the means over independent keys agree within MC error.
+            se = math.hypot(vj["loss_se"], npy["loss_se"])
+            assert abs(vj["loss_mean"] - npy["loss_mean"]) < 5 * se, c
+        else:
+            assert "numpyro" not in c and "ratio_vi_jax_over_numpyro" not in c
+    # L_K >= ELBO: the IWAE loss is not above the ELBO loss at the same K.
+    for (objective, k), c in cases.items():
+        if objective == "iwae":
+            for leg in legs:
+                e, i = cases[("elbo", k)][leg], c[leg]
+                assert i["loss_mean"] < e["loss_mean"] + 5 * math.hypot(i["loss_se"], e["loss_se"])
+
+
+def test_iwae_table_sane(quick_runs, capsys):
+    d = quick_runs / "iwae_table"
+    rows = json.loads((d / "iwae_table.json").read_text())["results"]["rows"]
+    assert {r["cell"] for r in rows} == {"vae-k1", "iwae_dreg-k5"}
+    for r in rows:
+        # A Bernoulli NLL per MNIST image lies in (0, 784 log 2 ~ 543]; the quick run is far
+        # from the paper's ~85 nats, and is marked as not comparable.
+        assert 60 < r["our NLL"] < 543 and r["± se"] > 0
+        assert r["our - paper"] == pytest.approx(r["our NLL"] - r["paper NLL"])
+        assert 0 <= r["our AU"] <= 50 and r["passes"] == 2
+        assert r["verdict"] == "not the full protocol"
+        assert r["test ELBO"] <= -r["our NLL"] + 4 * r["± se"] + 1.0
+    paper = {r["cell"]: (r["paper NLL"], r["paper AU"]) for r in rows}
+    assert paper == {"vae-k1": (86.76, 19), "iwae_dreg-k5": (85.54, 22)}
+    # Run again: the finished cells are reused, not retrained.
+    from benchmarks import iwae_table
+
+    iwae_table.main(["--quick", "--out", str(d), "--no-progress"])
+    assert capsys.readouterr().out.count("not retrained") == 2

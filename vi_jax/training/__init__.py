@@ -19,6 +19,7 @@ from vi_jax.training.loop import (
     fit,
     make_epoch_fn,
 )
+from vi_jax.training.schedules import burda_num_epochs, burda_schedule
 from vi_jax.training.sharding import (
     DATA_AXIS,
     make_data_mesh,
@@ -49,4 +50,6 @@ __all__ = [
     "shard_batch",
     "tree_select",
     "apply_if",
+    "burda_num_epochs",
+    "burda_schedule",
 ]
