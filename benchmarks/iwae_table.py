@@ -74,7 +74,15 @@ def paper_reference(cell: str) -> tuple[float, int, str]:
     return nll, au, row.upper()
 
 
-def cell_config(cell: str, *, quick: bool, passes: int | None, seed: int):
+def cell_config(
+    cell: str,
+    *,
+    quick: bool,
+    passes: int | None,
+    seed: int,
+    eval_examples: int | None = None,
+    eval_samples: int | None = None,
+):
     """The `TrainConfig` of one cell (the paper's protocol, or the quick CPU size)."""
     from vi_jax.experiment import TrainConfig
 
@@ -110,6 +118,10 @@ def cell_config(cell: str, *, quick: bool, passes: int | None, seed: int):
             eval_every=1,
             checkpoint_every=1,
         )
+    if eval_examples is not None:
+        config = dataclasses.replace(config, eval_examples=eval_examples)
+    if eval_samples is not None:
+        config = dataclasses.replace(config, eval_samples=eval_samples)
     return config.validate()
 
 
@@ -239,16 +251,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--passes", type=int, default=None, help="stop the schedule after N passes (not 3280)"
     )
+    ap.add_argument(
+        "--eval-examples", type=int, default=None, help="first N test images (not all 10,000)"
+    )
+    ap.add_argument("--eval-samples", type=int, default=None, help="K of the test NLL (not 5000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="retrain finished cells")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    if args.passes is not None and args.passes < 1:
-        ap.error("--passes must be >= 1")
+    for name in ("passes", "eval_examples", "eval_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
     out = common.out_dir(NAME, args.out)
     cells = args.cell or list(QUICK_CELLS if args.quick else CELLS)
     for cell in cells:
-        config = cell_config(cell, quick=args.quick, passes=args.passes, seed=args.seed)
+        config = cell_config(
+            cell,
+            quick=args.quick,
+            passes=args.passes,
+            seed=args.seed,
+            eval_examples=args.eval_examples,
+            eval_samples=args.eval_samples,
+        )
         run_cell(cell, config, out, force=args.force, progress=not args.no_progress)
 
     rows = collect(out)

@@ -121,3 +121,17 @@ def test_iwae_table_sane(quick_runs, capsys):
 
     iwae_table.main(["--quick", "--out", str(d), "--no-progress"])
     assert capsys.readouterr().out.count("not retrained") == 2
+
+
+def test_iwae_table_refusals(tmp_path):
+    from benchmarks import iwae_table
+
+    with pytest.raises(SystemExit):
+        iwae_table.main(["--passes", "0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        iwae_table.main(["--cell", "vae-k7", "--out", str(tmp_path)])
+    # A folder that holds another configuration is refused before any training.
+    (tmp_path / "vae-k1").mkdir()
+    (tmp_path / "vae-k1" / "config.json").write_text(json.dumps({"seed": 99}))
+    with pytest.raises(SystemExit, match="another configuration"):
+        iwae_table.main(["--quick", "--cell", "vae-k1", "--out", str(tmp_path)])
