@@ -145,3 +145,24 @@ def write_results(
     (path / f"{name}.md").write_text(text)
     with open(path / "results.md", "a" if append_summary else "w") as f:
         f.write(text + "\n")
+
+
+def publish(
+    path: Path,
+    name: str,
+    *,
+    settings: dict[str, Any],
+    results: Any,
+    tables: dict[str, str],
+    notes: Sequence[str] = (),
+    plots: Sequence[str] = (),
+) -> None:
+    """`write_results`, then prints the tables, the notes and where the files went."""
+    write_results(
+        path, name, settings=settings, results=results, tables=tables, notes=notes, plots=plots
+    )
+    for table in tables.values():
+        print(table)
+    for n in notes:
+        print(n)
+    print(f"results in {path}")

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "protocol": "Burda et al. 2016 section 5.1; see benchmarks/iwae_table.py",
     }
     results = {"rows": [{k: v for k, v in r.items() if k != "full protocol"} for r in rows]}
-    common.write_results(
+    common.publish(
         out,
         NAME,
         settings=settings,
@@ -323,10 +323,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         plots=[plot_name],
     )
-    print(table)
-    for n in notes:
-        print(n)
-    print(f"results in {out}")
     return results
 
 

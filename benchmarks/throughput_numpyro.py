@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "disagree_threshold_se": DISAGREE_SE,
     }
     table = common.markdown_table([_table_row(c) for c in cases], COLUMNS)
-    common.write_results(
+    common.publish(
         out,
         NAME,
         settings=settings,
@@ -540,10 +540,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         plots=[fname],
     )
-    print(table)
-    for n in notes:
-        print(n)
-    print(f"results in {out}")
     return results
 
 

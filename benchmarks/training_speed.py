@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epochs timed",
         "final train loss",
     ]
-    common.write_results(
+    common.publish(
         out,
         NAME,
         settings=settings,
@@ -326,10 +326,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         notes=notes,
         plots=[plot],
     )
-    print(common.markdown_table(rows, cols))
-    for n in notes:
-        print(n)
-    print(f"results in {out}")
     return results
 
 
