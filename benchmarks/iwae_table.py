@@ -151,8 +151,8 @@ def run_cell(cell: str, config: Any, out: Path, *, force: bool, progress: bool) 
 
 
 def _same_config(a: dict, b: dict) -> bool:
-    norm = lambda d: json.loads(json.dumps(d, default=list))  # noqa: E731  (tuples -> lists)
-    return norm(a) == norm(b)
+    """Equality as saved in JSON (where tuples become lists)."""
+    return json.loads(json.dumps(a, default=list)) == json.loads(json.dumps(b, default=list))
 
 
 def collect(out: Path) -> list[dict[str, Any]]:

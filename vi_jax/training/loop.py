@@ -229,12 +229,12 @@ def _epoch_step(
     return new_state, metrics
 
 
-def _not_run(shapes: dict[str, jax.ShapeDtypeStruct], num: int) -> dict[str, Array]:
-    """Metric buffers `[num]` for steps that do not run: NaN, 0, or False for `finite`."""
+def _not_run(shapes: dict[str, jax.ShapeDtypeStruct], lead: tuple[int, ...]) -> dict[str, Array]:
+    """Metrics `[*lead]` of steps that do not run: NaN, 0, or False for `finite`."""
 
     def fill(s: jax.ShapeDtypeStruct) -> Array:
         value = jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else 0
-        return jnp.full((num, *s.shape), value, s.dtype)
+        return jnp.full((*lead, *s.shape), value, s.dtype)
 
     return {name: fill(s) for name, s in shapes.items()}
 
@@ -274,14 +274,14 @@ def _epoch(
         buffers = {k: buffers[k].at[i].set(metrics[k]) for k in buffers}
         return i + 1, state, metrics["finite"], buffers
 
-    carry = (jnp.asarray(0), state, jnp.asarray(True), _not_run(shapes, plan.num_full))
+    carry = (jnp.asarray(0), state, jnp.asarray(True), _not_run(shapes, (plan.num_full,)))
     _, state, ok, metrics = jax.lax.while_loop(keep_going, body, carry)
     if plan.remainder:
         idx = perm[plan.num_full * plan.batch_size :]
         new_state, last = step(state, idx, jnp.asarray(plan.num_full))
         # Runs only if the epoch has not stopped (one select per epoch, not per step).
         state = tree_select(ok, new_state, state)
-        last = tree_select(ok, last, jax.tree.map(lambda b: b[0], _not_run(shapes, 1)))
+        last = tree_select(ok, last, _not_run(shapes, ()))
         ok = ok & last["finite"]
         metrics = jax.tree.map(lambda m, x: jnp.concatenate([m, x[None]]), metrics, last)
     return state, EpochMetrics(metrics=metrics, all_finite=ok)
