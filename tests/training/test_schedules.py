@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -19,6 +20,10 @@ def test_burda_schedule_stages_and_rates():
         start = end
     assert start == 3280 * steps
     np.testing.assert_allclose(float(sched(10 * start)), 1e-4, rtol=1e-6)  # stays at the last
+    # jit and vmap over step counts give the same rates as the eager calls.
+    counts = jnp.array([0, steps - 1, steps, 4 * steps, 3280 * steps])
+    expected = [float(sched(int(c))) for c in counts]
+    np.testing.assert_allclose(jax.jit(jax.vmap(sched))(counts), expected, rtol=1e-7)
     # Usable by optax under jit, as a function of the optimiser's own step count.
     opt = optax.adam(sched, eps=1e-4)
     state = opt.init({"w": jnp.zeros(2)})

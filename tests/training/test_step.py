@@ -110,6 +110,21 @@ def test_apply_if_both_lowerings(guard):
     assert_trees_equal(run(jnp.array(False), a), a)
 
 
+@pytest.mark.parametrize("guard", ["cond", "select"])
+def test_apply_if_vmap_and_grad(guard):
+    preds = jnp.array([True, False, True])
+    w = jnp.arange(3.0)
+
+    def f(p, w):
+        return apply_if(p, lambda t: t**2, w, guard)
+
+    # vmap over the predicate and the state (lax.cond becomes a select under vmap).
+    np.testing.assert_array_equal(jax.vmap(f)(preds, w), jnp.where(preds, w**2, w))
+    # The gradient follows the branch taken: 2w where pred holds, 1 where it does not.
+    g = jax.vmap(jax.grad(f, argnums=1))(preds, w)
+    np.testing.assert_array_equal(g, jnp.where(preds, 2 * w, 1.0))
+
+
 def test_guards_give_identical_training_and_identical_refusal():
     # Adam on a loss that is NaN on the third step: the two lowerings of the guard
     # must give the same states bit for bit, including the state kept at the bad step.
