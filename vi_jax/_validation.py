@@ -40,6 +40,17 @@ def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> 
     return value
 
 
+def check_finite_float(value: Any, name: str) -> float:
+    """Returns `value` as a float, or raises if it is not a finite Python/NumPy real."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(float(value))
+    ):
+        raise ValueError(f"`{name}` must be a finite Python float, got {value!r}.")
+    return float(value)
+
+
 def is_concrete(x: Any) -> bool:
     """True when `x` holds values (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from collections.abc import Sequence
 
 from vi_jax.estimators import registry
@@ -77,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between saves"
     )
+    t.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="continue the run in --out under changed settings (recorded in "
+        "config_history.jsonl) instead of refusing",
+    )
     t.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="re-evaluate the latest checkpoint of a run")
@@ -108,17 +115,34 @@ def _print_summary(metrics: dict) -> None:
     )
 
 
+def _one_line(err: BaseException) -> str:
+    return " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # A warning for the user (e.g. a corrupt checkpoint set aside): one line, no source.
+    print(f"vi-jax: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vi-jax` command."""
     args = _parser().parse_args(argv)
     from vi_jax import experiment
+    from vi_jax.data.mnist import DataUnavailableError
     from vi_jax.training import NonFiniteLossError
 
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         if args.command == "train":
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-            metrics = experiment.train(config, args.out, progress=not args.no_progress)
+            metrics = experiment.train(
+                config,
+                args.out,
+                progress=not args.no_progress,
+                allow_config_change=args.allow_config_change,
+            )
             _print_summary(metrics)
             wall = metrics["wall_time_s"]
             print(
@@ -150,9 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"vi-jax: training stopped: {err}", file=sys.stderr)
         return 3
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"vi-jax: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, DataUnavailableError) as err:
+        # User errors (bad arguments, files, data): one line naming them, no traceback.
+        print(f"vi-jax: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
     return 0
 
 

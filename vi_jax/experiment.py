@@ -21,6 +21,7 @@ import optax
 
 from vi_jax import data as vdata
 from vi_jax import plotting
+from vi_jax._io import write_text_atomic
 from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
@@ -118,6 +119,88 @@ class TrainConfig:
             )
         registry.get_estimator(self.objective, self.estimator).check_num_samples(self.num_samples)
         return self
+
+
+# Fields that do not change what is trained (how long, how often it is checked or saved,
+# how the final evaluation is done): a rerun may change them without a flag.
+RESUMABLE_FIELDS = (
+    "epochs",
+    "eval_samples",
+    "eval_examples",
+    "eval_every",
+    "checkpoint_every",
+)
+# Fields that change the parameters' shapes: the saved checkpoints cannot continue.
+STRUCTURAL_FIELDS = ("dataset", "latent_dim", "hidden", "prior")
+CONFIG_FILE = "config.json"
+CONFIG_HISTORY_FILE = "config_history.jsonl"
+
+
+class ConfigChangeError(ValueError):
+    """A rerun asked for a configuration that differs from the run's saved one."""
+
+
+def _config_dict(config: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists
+
+
+def _read_saved_config(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable config ({err}).") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a readable config (a JSON object expected).")
+    return saved
+
+
+def check_rerun(
+    config: TrainConfig, out: Path, *, allow_config_change: bool = False
+) -> dict[str, tuple[Any, Any]]:
+    """Compares `config` with the configuration saved in the run directory `out`.
+
+    Args:
+      config: the requested configuration.
+      out: the run directory (it may not exist yet).
+      allow_config_change: continue a run under changed settings (structural ones,
+        which change the parameters' shapes, are refused anyway).
+
+    Returns:
+      `{field: (saved, requested)}` of the differences (empty for a new run).
+
+    Raises:
+      ConfigChangeError: on a difference that changes the run without
+        `allow_config_change`, or one that changes the parameters' shapes; the message
+        lists the differing fields and how to proceed.
+    """
+    cfg_path = out / CONFIG_FILE
+    if not cfg_path.exists():
+        if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+            raise ConfigChangeError(
+                f"`out` {out} has checkpoints but no {CONFIG_FILE}: cannot tell whether the "
+                "requested configuration matches the run's. Use a new output directory."
+            )
+        return {}
+    saved = _read_saved_config(cfg_path)
+    requested = _config_dict(config)
+    diff = {k: (saved.get(k), v) for k, v in requested.items() if k not in saved or saved[k] != v}
+    changing = {k: d for k, d in diff.items() if k not in RESUMABLE_FIELDS}
+    listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changing.items())
+    structural = [k for k in changing if k in STRUCTURAL_FIELDS]
+    if structural:
+        raise ConfigChangeError(
+            f"`out` {out} holds a run with a different configuration ({listed}); "
+            f"{', '.join(structural)} change the model's parameters, so it cannot continue. "
+            "Train into a new output directory (--out)."
+        )
+    if changing and not allow_config_change:
+        raise ConfigChangeError(
+            f"`out` {out} holds a run with a different configuration ({listed}). Train "
+            "into a new output directory (--out), or pass --allow-config-change "
+            "(`allow_config_change=True`) to continue this run under the new settings "
+            f"(recorded in {CONFIG_HISTORY_FILE})."
+        )
+    return diff
 
 
 def load_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -263,26 +346,49 @@ def write_pictures(
     return written
 
 
-def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    allow_config_change: bool = False,
+) -> dict[str, Any]:
     """Trains, evaluates and writes `metrics.json`, `metrics.jsonl`, PNGs and checkpoints.
 
     Args:
       config: the run's configuration (validated here).
-      out: output directory; a run there is resumed from its latest checkpoint.
+      out: output directory; a run there is resumed from its newest intact checkpoint,
+        provided `config` matches the run's `config.json` (see `check_rerun`).
       progress: show progress bars.
+      allow_config_change: continue a run in `out` under changed (non-structural)
+        settings; the change is appended to `out/config_history.jsonl`.
 
     Returns:
       The metrics dictionary also written to `out/metrics.json`.
+
+    Raises:
+      ConfigChangeError: `out` holds a run with a different configuration.
+      ValueError: `out` is a file, or an invalid `config` field (named).
     """
     config.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`out` {out} is an existing file, not a run directory.")
+    diff = check_rerun(config, out, allow_config_change=allow_config_change)
     t0 = time.perf_counter()
     xtr, _, xte, _ = load_data(config)
     x_test = _binarized_test(config, xte)
     if config.binarize == "static" and config.dataset != "synthetic":
         xtr = np.asarray(vdata.static_binarize(xtr, seed=config.seed), np.float32)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    # The run is known valid (configuration checked, data loaded): only now is it written.
+    out.mkdir(parents=True, exist_ok=True)
+    if diff:
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": diff}
+        with open(out / CONFIG_HISTORY_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    write_text_atomic(out / CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2))
     graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
     step = make_train_step(loss_fn, optimizer, with_step=bool(config.kl_warmup_steps))
     preprocess = None
@@ -358,7 +464,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
         "machine": _device_info(),
         "pictures": pictures,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
     return metrics
 
 
@@ -370,15 +476,18 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, np.ndarray, Any, 
         raise FileNotFoundError(
             f"`run_dir` {str(run_dir)!r} has no config.json: not a training run."
         )
-    raw = json.loads(cfg_path.read_text())
-    raw["hidden"] = tuple(raw["hidden"])
-    config = TrainConfig(**raw).validate()
+    raw = _read_saved_config(cfg_path)
+    try:
+        raw["hidden"] = tuple(raw["hidden"])
+        config = TrainConfig(**raw).validate()
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{cfg_path} is not a TrainConfig: {err}") from None
     xtr, _, xte, _ = load_data(config)
     x_test = _binarized_test(config, xte)
     graphdef, params, rest, _, optimizer = build(config, x_test.shape[1], len(xtr))
-    from vi_jax.training import restore_checkpoint
+    from vi_jax.training import restore_latest_intact
 
-    ckpt = restore_checkpoint(run_dir / "checkpoints", init_train_state(params, optimizer))
+    ckpt = restore_latest_intact(run_dir / "checkpoints", init_train_state(params, optimizer))
     return config, x_test, graphdef, ckpt.state.params, rest, ckpt.epoch
 
 
@@ -417,7 +526,7 @@ def gaps(
     )
     summary = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in summary.items()}
     out = {"epoch": epoch, "family": family, "svi_steps": svi_steps, **summary}
-    (run_dir / "gaps.json").write_text(json.dumps(out, indent=2, default=float))
+    write_text_atomic(run_dir / "gaps.json", json.dumps(out, indent=2, default=float))
     return out, gaps_table(summary)
 
 
@@ -460,5 +569,5 @@ def evaluate(
             "num_examples": int(evaluation.log_likelihood.shape[0]),
         },
     }
-    (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_text_atomic(run_dir / "evaluation.json", json.dumps(summary, indent=2, default=float))
     return summary

@@ -8,15 +8,13 @@ file where a later run would trust it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from vi_jax._io import atomic_write
 
 #: Environment variable naming the cache root (overrides the XDG default).
 CACHE_ENV = "VI_JAX_DATA"
@@ -82,35 +80,54 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Opens a temporary file next to `path`; renames it to `path` only on success.
+class CorruptCacheError(ValueError):
+    """A cache file is unreadable or differs from the digest written beside it."""
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed and
-    `path` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0o600; cached data is not secret
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+def digest_path(path: Path) -> Path:
+    """The digest file written beside a cache file: `<path>.sha256`."""
+    return path.with_name(path.name + ".sha256")
 
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes `arrays` to a compressed `.npz` at `path`, atomically."""
+    """Writes `arrays` to a compressed `.npz` at `path`, and its SHA-256 beside it.
+
+    Both are written atomically; the digest last, so that a run killed in between
+    leaves a digest that does not match (the cache is then rebuilt, never trusted).
+    """
     with atomic_write(path) as f:
         np.savez_compressed(f, **arrays)
+    with atomic_write(digest_path(path)) as f:
+        f.write(f"{sha256_file(path)}  {path.name}\n".encode())
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Reads every array of an `.npz` into memory; pickled objects are refused."""
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    """Reads every array of a cached `.npz`, verified against its digest file.
+
+    Raises:
+      CorruptCacheError: the file is not a readable `.npz` of plain arrays, or its
+        SHA-256 differs from `<path>.sha256`. (A cache written before digests existed
+        has no digest file; it is read with its structure checks only.)
+    """
+    digest_file = digest_path(path)
+    if digest_file.exists():
+        try:
+            expected = digest_file.read_text().split()[0]
+        except (OSError, IndexError, UnicodeDecodeError):
+            raise CorruptCacheError(f"unreadable digest file {digest_file}") from None
+        got = sha256_file(path)
+        if got != expected:
+            raise CorruptCacheError(
+                f"SHA-256 {got} differs from {expected} recorded in {digest_file.name}"
+            )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise CorruptCacheError(f"not a readable .npz of plain arrays ({err})") from None
+
+
+def remove_cache_file(path: Path) -> None:
+    """Deletes a cache file and its digest (used for a corrupt cache, which is rebuilt)."""
+    path.unlink(missing_ok=True)
+    digest_path(path).unlink(missing_ok=True)

@@ -159,8 +159,8 @@ def static_binarized_mnist(
         try:
             return _read_binarized(path, seed)
         except (OSError, ValueError) as err:  # damaged: rebuild it below
-            _log.warning("Damaged binarised MNIST %s deleted and rebuilt: %s", path, err)
-            path.unlink(missing_ok=True)
+            _log.warning("corrupt cache file %s, removed; it will be rebuilt (%s)", path, err)
+            _cache.remove_cache_file(path)
     grey = load_mnist(split, cache_dir=root, offline=offline)
     stream_seed = np.random.SeedSequence([seed, _SPLIT_STREAM[split]]).generate_state(1)[0]
     x01 = grey.images.astype(np.float32) / np.float32(255.0)

@@ -5,7 +5,9 @@ The first call builds `<cache>/mnist/mnist.npz` (about 17 MB, both splits); late
 read only that file. Sources are tried in this order, and every failure is reported in
 the final error if none succeeds:
 
-1. the cache `.npz` (structure checked; a damaged one is deleted);
+1. the cache `.npz`, verified against the SHA-256 written beside it when it was built
+   from verified sources (`mnist.npz.sha256`), and its structure checked; a corrupt
+   one is removed ("corrupt cache file PATH, removed; it will be rebuilt");
 2. the four canonical IDX files (`train-images-idx3-ubyte.gz`, ...), each taken from
    `<cache>/mnist/raw/` if already there, else downloaded from `MNIST_MIRRORS` in
    order, and in both cases checked against its published size and SHA-256;
@@ -204,9 +206,10 @@ def load_mnist(
         try:
             return _select(_read_cache(path), split)
         except _SOURCE_ERRORS as err:
-            _log.warning("Damaged MNIST cache %s deleted: %s", path, err)
-            failures.append(f"cache {path}: {err} (the file was deleted)")
-            path.unlink(missing_ok=True)
+            # Only derived data is deleted: the cache is rebuilt from verified sources.
+            _cache.remove_cache_file(path)
+            _log.warning("corrupt cache file %s, removed; it will be rebuilt (%s)", path, err)
+            failures.append(f"corrupt cache file {path}, removed; it will be rebuilt ({err})")
     else:
         failures.append(f"cache {path}: not present")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import distrax
 import jax.numpy as jnp
 
+from vi_jax.estimators import _kl
 from vi_jax.types import Array
 
 
@@ -33,8 +34,7 @@ def kl_per_dimension(q: distrax.Distribution, prior: distrax.Distribution | None
         mu_p, s_p = _diag_gaussian(prior, "prior")
         if mu_p.shape[-1] != mu_q.shape[-1]:
             raise ValueError(f"`prior` has latent size {mu_p.shape[-1]}, `q` has {mu_q.shape[-1]}.")
-    ratio = s_q / s_p
-    return 0.5 * (ratio**2 + ((mu_q - mu_p) / s_p) ** 2 - 1.0) - jnp.log(ratio)
+    return _kl.diag_gaussian_kl(mu_q, s_q, mu_p, s_p)
 
 
 def active_units(posterior_means: Array, threshold: float = 0.01) -> tuple[Array, Array]:

@@ -7,12 +7,13 @@ import typing
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vi_jax._validation import check_callable, check_positive_int
-
-# log mean exp over samples, -inf (not NaN, with zero gradient) for all-zero weights.
-from vi_jax.estimators.weights import _log_mean_exp as log_mean_exp  # noqa: F401
+from vi_jax._validation import check_callable, check_not_nan, check_positive_int, is_concrete
 from vi_jax.types import Array, LogJoint
+
+# Attributes that hold a scale (a standard deviation or its diagonal) in distrax.
+_SCALE_ATTRIBUTES = ("scale", "scale_diag", "scale_tri")
 
 # Distributions whose samples carry no pathwise gradient in distrax.
 _NOT_REPARAMETERIZED = (
@@ -43,13 +44,54 @@ def is_reparameterized(dist: distrax.Distribution) -> bool:
     return bool(jnp.issubdtype(dist.dtype, jnp.floating))
 
 
+def _scales(dist: distrax.Distribution) -> list[tuple[str, Array]]:
+    """The concrete scale parameters of `dist` and of the distributions it wraps."""
+    found = []
+    while dist is not None:
+        for attr in _SCALE_ATTRIBUTES:
+            try:
+                value = getattr(dist, attr, None)
+            except Exception:  # a property that cannot be computed: nothing to check
+                value = None
+            if value is None or not hasattr(value, "dtype") or not is_concrete(value):
+                continue
+            arr = np.asarray(value)
+            if attr == "scale_tri":
+                arr = np.diagonal(arr, axis1=-2, axis2=-1)
+            found.append((attr, arr))
+        dist = getattr(dist, "distribution", None)  # Independent, Transformed
+    return found
+
+
+def check_distribution(q: distrax.Distribution, name: str = "q") -> None:
+    """Checks a variational distribution / proposal `name`.
+
+    Refuses a non-distribution, concrete NaN parameters and zero (or negative) scales,
+    which would otherwise give NaN or -inf silently.
+
+    Traced parameters (inside jit/vmap/grad) pass unchecked.
+    """
+    if not isinstance(q, typing.get_args(distrax.DistributionLike)):
+        raise TypeError(
+            f"`{name}` must be a distrax distribution (or a TFP distribution), got "
+            f"{type(q).__name__}."
+        )
+    for leaf in jax.tree_util.tree_leaves(q):  # its parameters (concrete ones only)
+        if hasattr(leaf, "dtype"):
+            check_not_nan(leaf, f"{name} (a parameter)")
+    for attr, arr in _scales(q):
+        if np.issubdtype(arr.dtype, np.floating) and np.any(arr <= 0):
+            raise ValueError(
+                f"`{name}` has a zero or negative `{attr}` ({int(np.sum(arr <= 0))} entries): "
+                "a degenerate distribution whose log-density is infinite. Floor the scale "
+                "(e.g. softplus(raw) + 1e-4)."
+            )
+
+
 def check_args(log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> int:
     """Validates the common estimator arguments; returns `num_samples` as an int."""
     check_callable(log_joint, "log_joint")
-    if not isinstance(q, typing.get_args(distrax.DistributionLike)):
-        raise TypeError(
-            f"`q` must be a distrax distribution (or a TFP distribution), got {type(q).__name__}."
-        )
+    check_distribution(q, "q")
     return check_positive_int(num_samples, "num_samples")
 
 
@@ -104,3 +146,45 @@ def draw(
 def sample_shape_of(q: distrax.Distribution, num_samples: int) -> tuple[int, ...]:
     """`(num_samples, *q.batch_shape)`: the shape of log-weights."""
     return (num_samples, *q.batch_shape)
+
+
+def sample_and_weigh(
+    key: Array,
+    log_joint: LogJoint,
+    q: distrax.Distribution,
+    num_samples: int,
+    *,
+    stop_grad: bool = False,
+    reparameterized_for: str | None = None,
+) -> tuple[Array, Array]:
+    """The sample-then-weigh preamble: validated args, z ~ q, log p(x, z).
+
+    Args:
+      key: PRNG key.
+      log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
+      q: distribution with batch `[*batch]`.
+      num_samples: K >= 1 (static).
+      stop_grad: cut the sample path (score-function estimators).
+      reparameterized_for: the name of an estimator that needs a reparameterised q
+        (refused otherwise, naming it), or None.
+
+    Returns:
+      `(z [K, *batch, *event], log_p [K, *batch])`.
+    """
+    num_samples = check_args(log_joint, q, num_samples)
+    if reparameterized_for is not None:
+        require_reparameterized(q, reparameterized_for)
+    z = draw(key, q, num_samples, stop_grad=stop_grad)
+    return z, evaluate_log_joint(log_joint, z, sample_shape_of(q, num_samples))
+
+
+def sample_log_weights(
+    key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int
+) -> tuple[Array, Array]:
+    """Samples z ~ q, with log w = log p(x, z) - log q(z) (`q.sample_and_log_prob`).
+
+    Returns:
+      `(z [K, *batch, *event], log_w [K, *batch])`.
+    """
+    z, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
+    return z, evaluate_log_joint(log_joint, z, log_q.shape) - log_q

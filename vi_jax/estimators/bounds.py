@@ -17,7 +17,8 @@ from typing import Literal
 import distrax
 import jax.numpy as jnp
 
-from vi_jax.estimators import _common
+from vi_jax._validation import check_finite_float
+from vi_jax.estimators import _common, _kl, _logspace
 from vi_jax.types import Array, LogJoint
 
 
@@ -39,9 +40,7 @@ def log_weights(
       `(z, log_w)`: z `[K, *batch, *event]`, log w = log p(x, z) - log q(z) `[K, *batch]`.
     """
     num_samples = _common.check_args(log_joint, q, num_samples)
-    z, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
-    log_p = _common.evaluate_log_joint(log_joint, z, log_q.shape)
-    return z, log_p - log_q
+    return _common.sample_log_weights(key, log_joint, q, num_samples)
 
 
 def elbo(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int = 1) -> Array:
@@ -97,9 +96,7 @@ def elbo_entropy(
     """
     if entropy not in ("auto", "analytic", "mc"):
         raise ValueError(f"`entropy` must be 'auto', 'analytic' or 'mc', got {entropy!r}.")
-    num_samples = _common.check_args(log_joint, q, num_samples)
-    z = _common.draw(key, q, num_samples)
-    log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
+    z, log_p = _common.sample_and_weigh(key, log_joint, q, num_samples)
     return jnp.mean(log_p, axis=0) + _entropy(q, z, entropy)
 
 
@@ -125,17 +122,17 @@ def kl_divergence(
     Returns:
       `[*batch]` KL divergence (exact or an unbiased estimate).
     """
-    if method not in ("auto", "analytic", "mc"):
-        raise ValueError(f"`method` must be 'auto', 'analytic' or 'mc', got {method!r}.")
+    method = _kl.check_kl_method(method, "method")
+    _common.check_distribution(prior, "prior")
     if method in ("auto", "analytic"):
-        try:
-            return q.kl_divergence(prior)
-        except NotImplementedError:
-            if method == "analytic":
-                raise ValueError(
-                    f"`method='analytic'` but distrax has no closed-form KL between "
-                    f"{type(q).__name__} and {type(prior).__name__}; use 'mc' or 'auto'."
-                ) from None
+        exact = _kl.analytic_kl(q, prior)
+        if exact is not None:
+            return exact
+        if method == "analytic":
+            raise ValueError(
+                f"`method='analytic'` but distrax has no closed-form KL between "
+                f"{type(q).__name__} and {type(prior).__name__}; use 'mc' or 'auto'."
+            )
     if z is None:
         z = _common.draw(key, q, _common.check_positive_int(num_samples, "num_samples"))
     return jnp.mean(q.log_prob(z) - prior.log_prob(z), axis=0)
@@ -163,9 +160,9 @@ def elbo_kl(
     Returns:
       `[*batch]` unbiased estimate of the ELBO.
     """
-    num_samples = _common.check_args(log_likelihood, q, num_samples)
-    z = _common.draw(key, q, num_samples)
-    log_lik = _common.evaluate_log_joint(log_likelihood, z, _common.sample_shape_of(q, num_samples))
+    kl = _kl.check_kl_method(kl, "kl")
+    _common.check_distribution(prior, "prior")
+    z, log_lik = _common.sample_and_weigh(key, log_likelihood, q, num_samples)
     return jnp.mean(log_lik, axis=0) - kl_divergence(key, q, prior, method=kl, z=z)
 
 
@@ -184,20 +181,14 @@ def iwae_bound(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_sam
       `[*batch]` one draw of the bound (its mean is L_K <= log p(x)).
     """
     _, log_w = log_weights(key, log_joint, q, num_samples)
-    return _common.log_mean_exp(log_w)
+    return _logspace.log_mean_exp_nan_aware(log_w)
 
 
 def renyi_from_log_weights(log_w: Array, alpha: float) -> Array:
     """Renyi-alpha bound from log-weights `[K, *batch]` -> `[*batch]`."""
     if alpha == 1.0:
         return jnp.mean(log_w, axis=0)
-    return _common.log_mean_exp((1.0 - alpha) * log_w) / (1.0 - alpha)
-
-
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
-        raise ValueError(f"`alpha` must be a finite Python float, got {alpha!r}.")
-    return float(alpha)
+    return _logspace.log_mean_exp_nan_aware((1.0 - alpha) * log_w) / (1.0 - alpha)
 
 
 def renyi_bound(
@@ -224,7 +215,7 @@ def renyi_bound(
     Returns:
       `[*batch]` one draw of the bound's Monte Carlo estimate.
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_finite_float(alpha, "alpha")
     _, log_w = log_weights(key, log_joint, q, num_samples)
     return renyi_from_log_weights(log_w, alpha)
 
@@ -257,4 +248,4 @@ def cubo(
     if isinstance(n, bool) or not isinstance(n, int | float) or not n >= 1 or math.isinf(n):
         raise ValueError(f"`n` must be a finite float >= 1, got {n!r}.")
     _, log_w = log_weights(key, log_joint, q, num_samples)
-    return _common.log_mean_exp(n * log_w) / n
+    return _logspace.log_mean_exp_nan_aware(n * log_w) / n

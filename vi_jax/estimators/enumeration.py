@@ -30,7 +30,7 @@ from vi_jax._validation import (
     check_rank_at_least,
     is_concrete,
 )
-from vi_jax.estimators.weights import _safe_logsumexp
+from vi_jax.estimators import _logspace
 from vi_jax.types import Array, LogJoint
 
 # Enumerating {0,1}^D by int32 indices: 2^30 is the largest power of two we index.
@@ -96,7 +96,7 @@ def normalise_table(table: Array, *, log: bool = False) -> Array:
                 raise ValueError("`table` (log-masses) has +inf entries.")
             if np.all(arr == -np.inf):
                 raise ValueError("`table` (log-masses) is all -inf: the total mass is 0.")
-        return table - _safe_logsumexp(table.reshape(-1), axis=0)
+        return table - _logspace.logsumexp_nan_aware(table.reshape(-1), axis=0)
     check_finite(table, "table")
     if is_concrete(table):
         arr = np.asarray(table)
@@ -136,10 +136,16 @@ def log_marginal_table(log_table: Array, axis: int | Sequence[int]) -> Array:
         norm.append(int(a) % log_table.ndim)
     if len(set(norm)) != len(norm):
         raise ValueError(f"`axis` has repeated entries: {axes}.")
+    empty = [a for a in norm if log_table.shape[a] == 0]
+    if empty:
+        raise ValueError(
+            f"`log_table` of shape {log_table.shape} has no entries along summed axis "
+            f"{empty[0]}: there is nothing to marginalise."
+        )
     # Move the summed axes to the front and flatten them into one.
     moved = jnp.moveaxis(log_table, norm, list(range(len(norm))))
     flat = moved.reshape(-1, *moved.shape[len(norm) :])
-    return _safe_logsumexp(flat, axis=0)
+    return _logspace.logsumexp_nan_aware(flat, axis=0)
 
 
 # ----------------------------------------------------------------- generic enumeration
@@ -159,29 +165,6 @@ def _evaluate(log_joint: LogJoint, z: Array, batch_shape: tuple[int, ...]) -> Ar
     return value
 
 
-def _lse_init(batch_shape: tuple[int, ...], dtype) -> tuple[Array, Array]:
-    """Running logsumexp state: (running max, -inf at first; sum of exp(values - max))."""
-    return jnp.full(batch_shape, -jnp.inf, dtype), jnp.zeros(batch_shape, dtype)
-
-
-def _lse_rescale(running_max: Array, values: Array) -> tuple[Array, Array, Array]:
-    """Updates the running max with a chunk `[n, *batch]`.
-
-    Returns the new max, the shift to subtract before exponentiating (the max, or 0
-    while everything is -inf) and the factor by which to rescale the old sums
-    (0 while the old max is -inf: the old sums are 0).
-    """
-    new_max = jax.lax.stop_gradient(jnp.maximum(running_max, jnp.max(values, axis=0)))
-    shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-    return new_max, shift, jnp.exp(running_max - shift)
-
-
-def _lse_finish(running_max: Array, total: Array) -> Array:
-    positive = total > 0
-    shift = jnp.where(jnp.isfinite(running_max), running_max, 0.0)
-    return jnp.where(positive, jnp.log(jnp.where(positive, total, 1.0)) + shift, -jnp.inf)
-
-
 def _chunked_lse(
     chunk_values: Callable[[Array, int], Array],
     num_items: int,
@@ -198,10 +181,10 @@ def _chunked_lse(
 
     def update(state, values):
         running_max, total = state
-        new_max, shift, factor = _lse_rescale(running_max, values)
+        new_max, shift, factor = _logspace.running_lse_rescale(running_max, values)
         return new_max, total * factor + jnp.sum(jnp.exp(values - shift), axis=0)
 
-    state = _lse_init(batch_shape, dtype)
+    state = _logspace.running_lse_init(batch_shape, dtype)
     if num_full:
 
         def body(state, i):
@@ -210,7 +193,7 @@ def _chunked_lse(
         state, _ = jax.lax.scan(body, state, jnp.arange(num_full))
     if rest:
         state = update(state, chunk_values(num_full * chunk_size, rest))
-    return _lse_finish(*state)
+    return _logspace.running_lse_finish(*state)
 
 
 def _check_support(support) -> Array:
@@ -245,7 +228,7 @@ def enumerate_log_marginal(
     support = _check_support(support)
     batch_shape = check_batch_shape(batch_shape)
     if chunk_size is None:
-        return _safe_logsumexp(_evaluate(log_joint, support, batch_shape), axis=0)
+        return _logspace.logsumexp_nan_aware(_evaluate(log_joint, support, batch_shape), axis=0)
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), support.shape[0])
 
     def chunk_values(start, size):
@@ -400,13 +383,13 @@ def enumerate_binary_posterior_marginals(
         running_max, total, ones = state
         z = _binary_rows(start, size, num_latents, dtype)
         values = _evaluate(log_joint, z, batch_shape)
-        new_max, shift, factor = _lse_rescale(running_max, values)
+        new_max, shift, factor = _logspace.running_lse_rescale(running_max, values)
         u = jnp.exp(values - shift)  # [size, *batch], in [0, 1]
         total = total * factor + jnp.sum(u, axis=0)
         ones = ones * factor[..., None] + jnp.einsum("c...,cd->...d", u, z.astype(u.dtype))
         return new_max, total, ones
 
-    running_max, total = _lse_init(batch_shape, out_dtype)
+    running_max, total = _logspace.running_lse_init(batch_shape, out_dtype)
     state = (running_max, total, jnp.zeros((*batch_shape, num_latents), out_dtype))
     if num_full:
 

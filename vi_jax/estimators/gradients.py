@@ -27,15 +27,13 @@ sum_k w~_k grad log p(x, z_k) (L_K).
 
 from __future__ import annotations
 
-import math
-
 import distrax
 import jax
 import jax.numpy as jnp
 
-from vi_jax._validation import check_finite
-from vi_jax.estimators import _common, registry
-from vi_jax.estimators.bounds import _check_alpha, renyi_from_log_weights
+from vi_jax._validation import check_finite, check_finite_float
+from vi_jax.estimators import _common, _logspace, registry
+from vi_jax.estimators.bounds import renyi_from_log_weights
 from vi_jax.estimators.registry import EstimatorSpec
 from vi_jax.types import Array, LogJoint
 
@@ -46,33 +44,39 @@ def _reparam_log_weights(
     key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int, name: str
 ) -> tuple[Array, Array, Array]:
     """Reparameterised z and the two halves of log w, with the full gradient path."""
-    num_samples = _common.check_args(log_joint, q, num_samples)
-    _common.require_reparameterized(q, name)
-    z = _common.draw(key, q, num_samples)
-    log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
-    return z, log_p, num_samples
+    z, log_p = _common.sample_and_weigh(key, log_joint, q, num_samples, reparameterized_for=name)
+    return z, log_p, z.shape[0]
 
 
 def _safe_softmax(log_w: Array) -> Array:
-    """Normalised weights over axis 0; all-zero (not NaN) where every log-weight is -inf."""
-    log_norm = jax.nn.logsumexp(log_w, axis=0, keepdims=True)
-    finite = jnp.isfinite(log_norm)
-    return jnp.where(finite, jnp.exp(log_w - jnp.where(finite, log_norm, 0.0)), 0.0)
+    """Normalised weights over axis 0.
+
+    All-zero (not NaN) where every log-weight is -inf; NaN where a log-weight is NaN
+    (a NaN is never read as a zero weight).
+    """
+    return _logspace.normalized_weights(log_w, zero_mass=0.0)
 
 
-def _score_term(log_q: Array, signal: Array) -> Array:
+def _score_term(log_q: Array, signal: Array, log_w: Array) -> Array:
     """Zero-valued term whose gradient is signal * grad log q (signal held constant).
 
-    A non-finite signal (a sample of zero weight, log w = -inf) contributes no gradient
-    rather than NaN.
+    An infinite signal (from a sample of zero weight, log w = -inf, or a baseline built
+    from one; inf - inf gives NaN there too) contributes no gradient rather than NaN.
+    A NaN log-weight `log_w [K, *batch]` of the datum is not a zero weight: it makes
+    the term, and so its gradient, NaN.
     """
     signal = sg(signal)
-    return jnp.where(jnp.isfinite(signal), signal, 0.0) * (log_q - sg(log_q))
+    nan_in = _logspace.any_nan(log_w, axis=0)
+    clean = jnp.where(jnp.isfinite(signal), signal, 0.0)
+    return jnp.where(nan_in, jnp.nan, 1.0) * clean * (log_q - sg(log_q))
 
 
 def _weighted(weights: Array, values: Array) -> Array:
-    """Weights * values with 0 * (-inf) read as 0 (zero-weight samples drop out)."""
-    return jnp.where(weights > 0, weights * values, 0.0)
+    """Weights * values with 0 * (-inf) read as 0 (zero-weight samples drop out).
+
+    A NaN weight, or a NaN value with a non-zero weight, stays NaN.
+    """
+    return jnp.where(weights == 0, 0.0, weights * values)
 
 
 # --------------------------------------------------------------------- pathwise / STL
@@ -135,7 +139,7 @@ def iwae_pathwise(
       Surrogate `[*batch]`: value = one draw of L_K, gradient = its pathwise gradient.
     """
     z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_pathwise")
-    return _common.log_mean_exp(log_p - q.log_prob(z))
+    return _logspace.log_mean_exp_nan_aware(log_p - q.log_prob(z))
 
 
 def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -155,7 +159,7 @@ def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_sampl
       Surrogate `[*batch]`: value = one draw of L_K.
     """
     z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_stl")
-    return _common.log_mean_exp(log_p - _common.log_prob_path_only(q, z))
+    return _logspace.log_mean_exp_nan_aware(log_p - _common.log_prob_path_only(q, z))
 
 
 def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -187,7 +191,7 @@ def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samp
     # remove the theta-gradient that `path_phi` carries through log_p, add the IWAE one.
     theta = jnp.sum(_weighted(w_tilde - w_tilde**2, log_p_theta), axis=0)
     surrogate = path_phi + theta
-    return sg(_common.log_mean_exp(log_w)) + surrogate - sg(surrogate)
+    return sg(_logspace.log_mean_exp_nan_aware(log_w)) + surrogate - sg(surrogate)
 
 
 def renyi_pathwise(
@@ -210,7 +214,7 @@ def renyi_pathwise(
     Returns:
       Surrogate `[*batch]`: value and gradient of the K-sample Renyi bound estimate.
     """
-    alpha = _check_alpha(alpha)
+    alpha = check_finite_float(alpha, "alpha")
     z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "renyi_pathwise")
     return renyi_from_log_weights(log_p - q.log_prob(z), alpha)
 
@@ -222,12 +226,10 @@ def _score_function_parts(
     key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int
 ) -> tuple[Array, Array, int]:
     """Samples with the path cut; returns f_k (theta-differentiable) and log q(z_k)."""
-    num_samples = _common.check_args(log_joint, q, num_samples)
-    z = _common.draw(key, q, num_samples, stop_grad=True)
-    log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
+    z, log_p = _common.sample_and_weigh(key, log_joint, q, num_samples, stop_grad=True)
     log_q = q.log_prob(z)
     # f_k = log p - log q with q's parameters held: grad_phi comes only from the score term.
-    return log_p - sg(log_q), log_q, num_samples
+    return log_p - sg(log_q), log_q, int(num_samples)
 
 
 def elbo_score_function(
@@ -256,6 +258,14 @@ def elbo_score_function(
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = score-function
       gradient (theta gradient: mean_k grad_theta log p(x, z_k)).
     """
+    if baseline is not None and (
+        isinstance(baseline, bool)
+        or not (isinstance(baseline, int | float) or hasattr(baseline, "dtype"))
+    ):
+        raise TypeError(
+            "`baseline` must be None, a number or an array broadcastable to q.batch_shape, "
+            f"got {type(baseline).__name__}: {baseline!r}."
+        )
     f, log_q, _ = _score_function_parts(key, log_joint, q, num_samples)
     if baseline is None:
         baseline = 0.0
@@ -266,7 +276,7 @@ def elbo_score_function(
                 f"`baseline` must be a scalar or broadcast to q.batch_shape {q.batch_shape}, "
                 f"got shape {jnp.shape(baseline)}."
             )
-    return jnp.mean(f + _score_term(log_q, f - baseline), axis=0)
+    return jnp.mean(f + _score_term(log_q, f - baseline, f), axis=0)
 
 
 def elbo_score_function_loo(
@@ -292,7 +302,7 @@ def elbo_score_function_loo(
         )
     f, log_q, k = _score_function_parts(key, log_joint, q, num_samples)
     loo_baseline = (jnp.sum(f, axis=0, keepdims=True) - f) / (k - 1)
-    return jnp.mean(f + _score_term(log_q, f - loo_baseline), axis=0)
+    return jnp.mean(f + _score_term(log_q, f - loo_baseline, f), axis=0)
 
 
 def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -313,22 +323,20 @@ def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples:
     """
     if isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples < 2:
         raise ValueError(f"`num_samples` must be >= 2 for VIMCO, got {num_samples}.")
-    num_samples = _common.check_args(log_joint, q, num_samples)
-    z = _common.draw(key, q, num_samples, stop_grad=True)
-    log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
+    z, log_p = _common.sample_and_weigh(key, log_joint, q, num_samples, stop_grad=True)
     log_q = q.log_prob(z)
     log_w = log_p - log_q
-    bound = _common.log_mean_exp(log_w)
-    k = num_samples
+    bound = _logspace.log_mean_exp_nan_aware(log_w)
+    k = int(num_samples)
     lw = sg(log_w)
     # [K(left out), K(sample), *batch]: log_w with entry k replaced by the others' mean.
     # The sums are masked, not subtracted, so that -inf log-weights give no NaN.
     eye = jnp.eye(k, dtype=bool).reshape((k, k) + (1,) * (lw.ndim - 1))
     others_mean = jnp.sum(jnp.where(eye, 0.0, lw[None, :]), axis=1) / (k - 1)
     replaced = jnp.where(eye, others_mean[:, None], lw[None, :])
-    loo_bound = jax.nn.logsumexp(replaced, axis=1) - math.log(k)
+    loo_bound = _logspace.log_mean_exp_nan_aware(replaced, axis=1)
     signal = sg(bound)[None] - loo_bound
-    return bound + jnp.sum(_score_term(log_q, signal), axis=0)
+    return bound + jnp.sum(_score_term(log_q, signal, log_w), axis=0)
 
 
 def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> Array:

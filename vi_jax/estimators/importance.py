@@ -14,7 +14,6 @@ Conventions (docs/CONVENTIONS.md): `log_joint` maps `z [K, *batch, *event]` to
 from __future__ import annotations
 
 import math
-import typing
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -27,21 +26,12 @@ from vi_jax._validation import (
     check_batch_shape,
     check_callable,
     check_finite,
-    check_not_nan,
     check_positive_int,
     check_rank_at_least,
     is_concrete,
 )
-from vi_jax.estimators._common import evaluate_log_joint
-from vi_jax.estimators.weights import (
-    _effective_sample_size,
-    _log_mean_exp,
-    _log_stderr_of_mean,
-    _normalized_weights,
-)
+from vi_jax.estimators import _common, _logspace
 from vi_jax.types import Array, LogJoint
-
-_DISTRIBUTION_TYPES = typing.get_args(distrax.DistributionLike)
 
 
 class LogMarginalEstimate(NamedTuple):
@@ -77,19 +67,12 @@ class SNISEstimate(NamedTuple):
     ess: Array
 
 
-def _check_proposal(proposal) -> None:
-    if not isinstance(proposal, _DISTRIBUTION_TYPES):
-        raise TypeError(
-            "`proposal` must be a distrax distribution (or a TFP distribution), got "
-            f"{type(proposal).__name__}."
-        )
-    for leaf in jax.tree_util.tree_leaves(proposal):  # its parameters (concrete ones only)
-        if hasattr(leaf, "dtype"):
-            check_not_nan(leaf, "proposal (a parameter)")
-
-
 def _estimate(log_w: Array) -> LogMarginalEstimate:
-    return LogMarginalEstimate(_log_mean_exp(log_w, axis=0), _log_stderr_of_mean(log_w), log_w)
+    return LogMarginalEstimate(
+        _logspace.log_mean_exp_nan_aware(log_w, axis=0),
+        _logspace.log_stderr_of_mean(log_w),
+        log_w,
+    )
 
 
 # --------------------------------------------------------------------------- streaming
@@ -140,17 +123,22 @@ def _merge(a: _Moments, b: _Moments) -> _Moments:
 
 
 def _finish(state: _Moments, num_samples: int) -> tuple[Array, Array]:
-    """(log mean of w, log of std(w, ddof=1) / sqrt(K)) from the running moments."""
+    """(log mean of w, log of std(w, ddof=1) / sqrt(K)) from the running moments.
+
+    A NaN log-weight (seen as a NaN running shift) makes both NaN: it is not a zero weight.
+    """
+    nan_seen = jnp.isnan(state.shift)
     safe = jnp.where(jnp.isfinite(state.shift), state.shift, 0.0)
-    positive = state.mean > 0
-    log_mean = jnp.where(positive, jnp.log(jnp.where(positive, state.mean, 1.0)) + safe, -jnp.inf)
+    empty = state.mean == 0
+    log_mean = jnp.where(empty, -jnp.inf, jnp.log(jnp.where(empty, 1.0, state.mean)) + safe)
+    log_mean = jnp.where(nan_seen, jnp.nan, log_mean)
     if num_samples == 1:
-        return log_mean, jnp.full_like(log_mean, jnp.inf)
+        return log_mean, jnp.where(nan_seen, jnp.nan, jnp.full_like(log_mean, jnp.inf))
     var = state.m2 / (num_samples - 1)
-    spread = var > 0
-    log_sd = 0.5 * jnp.log(jnp.where(spread, var, 1.0))
-    log_se = jnp.where(spread, log_sd + safe - 0.5 * math.log(num_samples), -jnp.inf)
-    return log_mean, log_se
+    flat = var == 0
+    log_sd = 0.5 * jnp.log(jnp.where(flat, 1.0, var))
+    log_se = jnp.where(flat, -jnp.inf, log_sd + safe - 0.5 * math.log(num_samples))
+    return log_mean, jnp.where(nan_seen, jnp.nan, log_se)
 
 
 def _streaming_log_mean(
@@ -215,13 +203,12 @@ def importance_log_marginal(
       [K, *batch] or None)`.
     """
     check_callable(log_joint, "log_joint")
-    _check_proposal(proposal)
+    _common.check_distribution(proposal, "proposal")
     num_samples = check_positive_int(num_samples, "num_samples")
     batch = tuple(proposal.batch_shape)
 
     def chunk_log_w(k: Array, size: int) -> Array:
-        z, log_q = proposal.sample_and_log_prob(seed=k, sample_shape=(size,))
-        return evaluate_log_joint(log_joint, z, (size, *batch)) - log_q
+        return _common.sample_log_weights(k, log_joint, proposal, size)[1]
 
     if chunk_size is None:
         return _estimate(chunk_log_w(key, num_samples))
@@ -296,7 +283,7 @@ def uniform_log_marginal(
         idx = jax.random.randint(key, (num_samples, *batch_shape), 0, support.shape[0])
         z = support[idx]
         log_volume = math.log(support.shape[0])
-    log_w = evaluate_log_joint(log_joint, z, (num_samples, *batch_shape)) + log_volume
+    log_w = _common.evaluate_log_joint(log_joint, z, (num_samples, *batch_shape)) + log_volume
     return _estimate(log_w)
 
 
@@ -325,11 +312,10 @@ def snis_expectation(
     """
     check_callable(f, "f")
     check_callable(log_joint, "log_joint")
-    _check_proposal(proposal)
+    _common.check_distribution(proposal, "proposal")
     num_samples = check_positive_int(num_samples, "num_samples")
     batch = tuple(proposal.batch_shape)
-    z, log_q = proposal.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
-    log_w = evaluate_log_joint(log_joint, z, (num_samples, *batch)) - log_q
+    z, log_w = _common.sample_log_weights(key, log_joint, proposal, num_samples)
     values = jnp.asarray(f(z))
     lead = (num_samples, *batch)
     if tuple(values.shape[: len(lead)]) != lead:
@@ -339,6 +325,6 @@ def snis_expectation(
         )
     if not jnp.issubdtype(values.dtype, jnp.inexact):
         values = values.astype(log_w.dtype)
-    w = _normalized_weights(log_w)
+    w = _logspace.normalized_weights(log_w)
     w = w.reshape(w.shape + (1,) * (values.ndim - w.ndim))
-    return SNISEstimate(jnp.sum(w * values, axis=0), _effective_sample_size(log_w))
+    return SNISEstimate(jnp.sum(w * values, axis=0), _logspace.effective_sample_size(log_w))

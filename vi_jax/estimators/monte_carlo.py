@@ -127,6 +127,9 @@ def mc_expectation(
     Returns:
       `MCEstimate(mean, stderr)`, each `[*value_shape]`, or `[R, *value_shape]` with
       `num_repeats=R`.
+
+    Raises:
+      ValueError: concrete values of `f` that are not finite (as `mc_mean_and_stderr`).
     """
     check_callable(f, "f")
     if isinstance(sampler, _DISTRIBUTION_TYPES):
@@ -139,7 +142,7 @@ def mc_expectation(
     if num_repeats is not None:
         num_repeats = check_positive_int(num_repeats, "num_repeats")
 
-    def one(k: Array) -> MCEstimate:
+    def values_of(k: Array) -> Array:
         z = _draw(k, sampler, num_samples)
         values = f(z)
         if jnp.ndim(values) < 1 or jnp.shape(values)[0] != num_samples:
@@ -151,8 +154,15 @@ def mc_expectation(
         if not jnp.issubdtype(values.dtype, jnp.inexact):
             # Indicators and counts: average them in floating point.
             values = values.astype(jnp.zeros(()).dtype)
-        return _mean_and_stderr(values)
+        return values
 
     if num_repeats is None:
-        return one(key)
-    return jax.vmap(one)(jax.random.split(key, num_repeats))
+        values = values_of(key)
+    else:
+        values = jax.vmap(values_of)(jax.random.split(key, num_repeats))
+    # As `mc_mean_and_stderr`: concrete non-finite values of f are refused (a NaN mean
+    # and standard error would otherwise be returned silently).
+    check_finite(values, "f (its values f(z))")
+    if num_repeats is None:
+        return _mean_and_stderr(values)
+    return jax.vmap(_mean_and_stderr)(values)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import check_not_nan, check_rank_at_least, is_concrete
+from vi_jax.estimators import _logspace
 from vi_jax.types import Array
 
 PARETO_K_THRESHOLD = 0.7
@@ -64,59 +65,11 @@ def _normalize_axis(axis: int, ndim: int, name: str = "axis") -> int:
     return int(axis) % ndim
 
 
-def _safe_logsumexp(x: Array, axis: int = 0, keepdims: bool = False) -> Array:
-    """Logsumexp that gives -inf (not NaN) for all -inf slices, with zero (not NaN) gradient."""
-    m = jnp.max(x, axis=axis, keepdims=True)
-    # The shift cancels mathematically: no gradient through it (as in jax.nn.logsumexp).
-    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-    s = jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True)
-    positive = s > 0
-    out = jnp.where(positive, jnp.log(jnp.where(positive, s, 1.0)) + m, -jnp.inf)
-    return out if keepdims else jnp.squeeze(out, axis=axis)
-
-
-def _log_mean_exp(log_w: Array, axis: int = 0) -> Array:
-    return _safe_logsumexp(log_w, axis=axis) - math.log(log_w.shape[axis])
-
-
-def _log_stderr_of_mean(log_w: Array) -> Array:
-    """Log of std(w, ddof=1) / sqrt(K) over axis 0, with w = exp(log_w), in log space.
-
-    Computed on w / max(w) in [0, 1] with the two-pass (centred) formula, then shifted
-    back by log max(w): accurate even when all weights are nearly equal. K = 1 gives +inf
-    (undefined), all zero weights give -inf (a zero standard error), equal weights -inf
-    or a value at rounding level.
-    """
-    k = log_w.shape[0]
-    if k == 1:
-        return jnp.full(log_w.shape[1:], jnp.inf, log_w.dtype)
-    m = jnp.max(log_w, axis=0, keepdims=True)
-    m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))
-    u = jnp.exp(log_w - m)
-    var = jnp.sum((u - jnp.mean(u, axis=0)) ** 2, axis=0) / (k - 1)
-    positive = var > 0
-    log_sd = 0.5 * jnp.log(jnp.where(positive, var, 1.0))
-    return jnp.where(positive, log_sd + m[0] - 0.5 * math.log(k), -jnp.inf)
-
-
-def _normalized_weights(log_w: Array) -> Array:
-    return jnp.exp(log_w - jax.nn.logsumexp(log_w, axis=0, keepdims=True))
-
-
-def _effective_sample_size(log_w: Array) -> Array:
-    lse1 = _safe_logsumexp(log_w, axis=0)
-    lse2 = _safe_logsumexp(2.0 * log_w, axis=0)
-    finite = jnp.isfinite(lse1)
-    # Where all weights are zero both are -inf: report ESS = exp(-inf) = 0 instead of NaN.
-    log_ess = 2.0 * jnp.where(finite, lse1, 0.0) - jnp.where(finite, lse2, 0.0)
-    return jnp.exp(jnp.where(finite, log_ess, -jnp.inf))
-
-
 # Public entry points validate eagerly, then call one compiled kernel per shape rather
 # than dispatching each small operation separately (inside a user's jit they inline).
-_log_mean_exp_jit = jax.jit(_log_mean_exp)
-_normalized_weights_jit = jax.jit(_normalized_weights)
-_effective_sample_size_jit = jax.jit(_effective_sample_size)
+_log_mean_exp_jit = jax.jit(_logspace.log_mean_exp_nan_aware)
+_normalized_weights_jit = jax.jit(_logspace.normalized_weights)
+_effective_sample_size_jit = jax.jit(_logspace.effective_sample_size)
 
 
 def _over_batch(fn, log_w: Array) -> Array:

@@ -100,6 +100,22 @@ def _chunk_fn(
     return jax.jit(run)
 
 
+def _check_log_likelihood(ll: np.ndarray) -> None:
+    """Refuses a NaN or -inf log-likelihood: never a plausible-looking number."""
+    nan, zero = np.isnan(ll), ll == -np.inf
+    if nan.any():
+        raise ValueError(
+            f"The log-likelihood of {int(nan.sum())} examples of `data` is NaN (first: "
+            f"index {int(np.argmax(nan))}): the model or its `params` produce NaN there."
+        )
+    if zero.any():
+        raise ValueError(
+            f"{int(zero.sum())} examples of `data` have zero likelihood (log p(x) = -inf; "
+            f"first: index {int(np.argmax(zero))}): they lie outside the support of the "
+            "model's likelihood (a Bernoulli decoder needs values in [0, 1])."
+        )
+
+
 def evaluate_model(
     key: Array,
     params: Any,
@@ -118,7 +134,11 @@ def evaluate_model(
       key: PRNG key.
       params: model parameters (any pytree), passed to `model_fn`.
       model_fn: `model_fn(params, x [B, data]) -> ModelView`, jit-able.
-      data: `[N, data]` examples (already preprocessed, e.g. binarised).
+      data: `[N, data]` examples (already preprocessed, e.g. binarised), inside the
+        support of the model's likelihood: for a Bernoulli decoder values in [0, 1].
+        Grey levels in (0, 1) are accepted, but the "log-likelihood" is then minus a
+        cross-entropy, not the log-probability of the data (compare it only with
+        numbers computed on the same grey-level data).
       num_samples: K importance samples per example (5000 is the standard protocol).
       sample_chunk: samples drawn at a time (memory ~ sample_chunk * data_chunk * data).
       data_chunk: examples per compiled call; the last chunk is padded and trimmed.
@@ -127,6 +147,10 @@ def evaluate_model(
 
     Returns:
       `Evaluation` with per-example `[N]` arrays; `.summary()` gives means in nats.
+
+    Raises:
+      ValueError: an argument is invalid (named), or an example's log-likelihood is NaN
+        (a model bug) or -inf (data outside the likelihood's support).
     """
     num_samples = check_positive_int(num_samples, "num_samples")
     sample_chunk = check_positive_int(sample_chunk, "sample_chunk")
@@ -154,6 +178,7 @@ def evaluate_model(
         for name, value in res.items():
             outs.setdefault(name, []).append(np.asarray(value)[:size])
     cat = {name: np.concatenate(v) for name, v in outs.items()}
+    _check_log_likelihood(cat["log_likelihood"])
     return Evaluation(
         log_likelihood=cat["log_likelihood"],
         log_likelihood_mc_stderr=cat["log_likelihood_mc_stderr"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vi_jax._validation import check_positive_float, check_rank_at_least, is_concrete
@@ -31,9 +32,21 @@ class LogitBernoulli(distrax.Bernoulli):
     """
 
     def log_prob(self, value: Array) -> Array:
-        """Elementwise log p(value), value in {0, 1} (or a grey level in [0, 1])."""
+        """Elementwise log p(value), value in {0, 1} (or a grey level in [0, 1]).
+
+        A value outside [0, 1] is outside the support: concrete ones are refused
+        (ValueError naming `x`), traced ones get log p = -inf (zero mass).
+        """
+        if is_concrete(value):
+            arr = np.asarray(value)
+            if np.issubdtype(arr.dtype, np.number) and np.any((arr < 0) | (arr > 1)):
+                raise ValueError(
+                    f"`x` has {int(np.sum((arr < 0) | (arr > 1)))} values outside [0, 1], "
+                    "the support of a Bernoulli likelihood (binarise or rescale the data)."
+                )
         logits = self.logits
-        return value * logits - jax.nn.softplus(logits)
+        inside = (value >= 0) & (value <= 1)
+        return jnp.where(inside, value * logits - jax.nn.softplus(logits), -jnp.inf)
 
 
 def bernoulli_likelihood(logits: Array) -> distrax.Independent:
@@ -43,7 +56,10 @@ def bernoulli_likelihood(logits: Array) -> distrax.Independent:
     `x * log sigmoid(l) + (1 - x) * log sigmoid(-l) = x * l - softplus(l)` summed over
     `data` (see `LogitBernoulli`), so float
     inputs in {0, 1} work, and so do grey levels in [0, 1] (the usual, non-normalised,
-    cross-entropy objective of the PyTorch VAE example).
+    cross-entropy objective of the PyTorch VAE example). For grey levels the value is
+    minus a cross-entropy, not the log of a probability: it is not a log-likelihood of
+    the data and is not comparable with log-likelihoods of binarised data. Values
+    outside [0, 1] are outside the support (refused when concrete, -inf when traced).
 
     Args:
       logits: `[*lead, data]`.

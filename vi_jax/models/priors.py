@@ -12,9 +12,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vi_jax._validation import check_positive_float
+from vi_jax.estimators import _kl
 from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
 from vi_jax.models.networks import as_rngs, check_width
-from vi_jax.types import Array
 
 
 class StandardNormalPrior(nnx.Module):
@@ -117,32 +117,6 @@ class MixtureOfGaussiansPrior(nnx.Module):
 
 # --------------------------------------------------------------------------- KL
 
-
-def analytic_kl(q: distrax.Distribution, p: distrax.Distribution) -> Array | None:
-    """Closed-form KL(q || p) where distrax has one, else None.
-
-    Unlike `vi_jax.estimators.kl_divergence` (which falls back to Monte Carlo itself),
-    this never samples: None tells the caller that only a Monte Carlo estimate exists
-    (`vi_jax.estimators.kl_divergence(key, q, p, K)` gives one).
-
-    Args:
-      q: distribution with batch `[*batch]`, event `[*event]` (e.g. the encoder output).
-      p: distribution with the same event and a batch broadcastable to q's (a prior).
-
-    Returns:
-      `[*batch]` exact KL, or None when no closed form is registered (e.g. a Gaussian
-      q against a Laplace or mixture prior).
-    """
-    try:
-        return q.kl_divergence(p)
-    except NotImplementedError:
-        return None
-
-
-def kl_is_analytic(q: distrax.Distribution, p: distrax.Distribution) -> bool:
-    """Whether `analytic_kl(q, p)` has a closed form (decided from types, no compute)."""
-    try:
-        jax.eval_shape(lambda: q.kl_divergence(p))
-    except NotImplementedError:
-        return False
-    return True
+# The KL helpers live with the estimators; re-exported here where models use them.
+analytic_kl = _kl.analytic_kl
+kl_is_analytic = _kl.kl_is_analytic

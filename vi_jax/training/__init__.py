@@ -6,9 +6,11 @@ Model-agnostic: everything works on any parameter pytree and any
 
 from vi_jax.training.checkpoint import (
     Checkpoint,
+    CheckpointCorruptError,
     Checkpointer,
     latest_epoch,
     restore_checkpoint,
+    restore_latest_intact,
     save_checkpoint,
 )
 from vi_jax.training.loop import (
@@ -32,6 +34,7 @@ from vi_jax.training.step import apply_if, make_train_step, tree_select
 __all__ = [
     "DATA_AXIS",
     "Checkpoint",
+    "CheckpointCorruptError",
     "Checkpointer",
     "EpochFn",
     "EpochMetrics",
@@ -46,6 +49,7 @@ __all__ = [
     "make_train_step",
     "replicate",
     "restore_checkpoint",
+    "restore_latest_intact",
     "save_checkpoint",
     "shard_batch",
     "tree_select",

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from vi_jax._validation import check_callable, check_positive_int
 from vi_jax.training._keys import as_typed_key
-from vi_jax.training.checkpoint import Checkpointer, check_json
+from vi_jax.training.checkpoint import Checkpointer, check_json, make_run_dir
 from vi_jax.training.sharding import (
     batch_sharding,
     check_batch_divisible,
@@ -631,12 +631,12 @@ def fit(
     resumed_from = None
     history: list[dict[str, Any]] = []
     if run_dir is not None:
-        run_dir = os.path.abspath(os.fspath(run_dir))
-        os.makedirs(run_dir, exist_ok=True)
+        run_dir = make_run_dir(run_dir)
         metrics_path = os.path.join(run_dir, METRICS_FILE)
         checkpointer = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR), max_to_keep=max_to_keep)
-        if checkpointer.latest_epoch() is not None:
-            restored = checkpointer.restore(state)
+        # The newest intact checkpoint; corrupt newer ones are moved aside with a warning.
+        restored = checkpointer.restore_latest_intact(state)
+        if restored is not None:
             state, start_epoch, resumed_from = restored.state, restored.epoch, restored.epoch
             if not np.array_equal(jax.random.key_data(restored.key), jax.random.key_data(key)):
                 warnings.warn(
