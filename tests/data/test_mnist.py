@@ -107,8 +107,34 @@ def test_damaged_cache_is_deleted_and_rebuilt(tiny_mnist, caplog):
     path.write_bytes(b"PK\x03\x04 truncated zip")
     train = load_mnist("train", cache_dir=tiny_mnist.root)
     np.testing.assert_array_equal(train.labels, tiny_mnist.arrays["train_labels"])
-    assert "Damaged MNIST cache" in caplog.text
+    assert f"corrupt cache file {path}, removed; it will be rebuilt" in caplog.text
     assert load_mnist("train", cache_dir=tiny_mnist.root, sources=()).images.shape == (6, 784)
+
+
+def test_cache_content_is_verified_against_its_digest(tiny_mnist, caplog):
+    tiny_mnist.put_raw()
+    path = mnist_cache_path(tiny_mnist.root)
+    load_mnist("train", cache_dir=tiny_mnist.root)  # builds the cache and its digest
+    digest = path.with_name(path.name + ".sha256")
+    assert digest.read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # A well-formed cache of all-zero images (same structure) is refused and rebuilt.
+    zeros = {
+        k: np.zeros_like(v.reshape(len(v), -1) if v.ndim > 1 else v)
+        for k, v in tiny_mnist.arrays.items()
+    }
+    np.savez(path, **zeros, format_version=np.int32(1))
+    train = load_mnist("train", cache_dir=tiny_mnist.root)
+    np.testing.assert_array_equal(train.images, tiny_mnist.arrays["train_images"].reshape(6, 784))
+    assert "SHA-256" in caplog.text and "corrupt cache file" in caplog.text
+    # Random bytes, with no source left to rebuild from: the reason is stated plainly.
+    for name in tiny_mnist.files:
+        (tiny_mnist.raw / name).unlink()
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(
+        DataUnavailableError, match="corrupt cache file .*, removed; it will be rebuilt"
+    ):
+        load_mnist("train", cache_dir=tiny_mnist.root, sources=("mirrors",))
+    assert not path.exists() and not digest.exists()
 
 
 def test_cache_with_wrong_shapes_is_refused(tiny_mnist):
@@ -146,8 +172,9 @@ def test_mirrors_are_tried_in_order_and_bad_copies_skipped(tiny_mnist, tmp_path,
     np.testing.assert_array_equal(train.labels, tiny_mnist.arrays["train_labels"])
     # Downloaded copies are dropped once cached; no temporary file is left behind.
     assert list(tiny_mnist.raw.iterdir()) == []
-    leftovers = [p for p in tiny_mnist.root.rglob("*") if p.is_file()]
-    assert leftovers == [mnist_cache_path(tiny_mnist.root)]
+    leftovers = sorted(p for p in tiny_mnist.root.rglob("*") if p.is_file())
+    path = mnist_cache_path(tiny_mnist.root)
+    assert leftovers == [path, path.with_name(path.name + ".sha256")]  # the cache, its digest
 
 
 def test_failed_download_keeps_no_partial_file(tiny_mnist, tmp_path):

@@ -37,8 +37,17 @@ _FORMAT_VERSION = 1
 MANIFEST_NAME = "vi_jax_manifest.json"
 """The checksum manifest inside each checkpoint directory, written last."""
 _MARKER_NAME = ".vi_jax_manifests"  # in the checkpoint root: every checkpoint has one
-# Fault injection for tests: seconds to sleep after orbax's save, before the manifest.
+# Fault injection for tests (tests/training/test_faults.py): seconds to sleep in each
+# save, before the manifest is written ("before_manifest", the default phase: a kill
+# then leaves a checkpoint without one) or after it ("after_manifest").
 FAULT_SAVE_DELAY_ENV = "VI_JAX_FAULT_SAVE_DELAY_S"
+FAULT_SAVE_PHASE_ENV = "VI_JAX_FAULT_SAVE_PHASE"
+
+
+def _fault_delay(phase: str) -> None:
+    delay = float(os.environ.get(FAULT_SAVE_DELAY_ENV, "0") or 0)
+    if delay > 0 and os.environ.get(FAULT_SAVE_PHASE_ENV, "before_manifest") == phase:
+        time.sleep(delay)
 
 
 class CheckpointCorruptError(ValueError):
@@ -275,11 +284,10 @@ class Checkpointer:
             ),
         )
         self._manager.wait_until_finished()
-        delay = float(os.environ.get(FAULT_SAVE_DELAY_ENV, "0") or 0)
-        if delay > 0:
-            time.sleep(delay)
+        _fault_delay("before_manifest")
         if self.verified:
             write_manifest(self.step_dir(epoch), epoch)
+        _fault_delay("after_manifest")
 
     def restore(self, state_like: PyTree, epoch: int | None = None) -> Checkpoint:
         """Reads a checkpoint onto the structure of `state_like`.
