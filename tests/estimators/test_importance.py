@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from stat_utils import assert_unbiased, mean_and_stderr
 
+from vi_jax.estimators import _logspace
 from vi_jax.estimators import importance as imp
 from vi_jax.estimators.enumeration import binary_support, enumerate_log_marginal
 from vi_jax.estimators.importance import (
@@ -16,7 +17,6 @@ from vi_jax.estimators.importance import (
     uniform_log_marginal,
 )
 from vi_jax.estimators.problems import make_binary_latent_gaussian, make_linear_gaussian
-from vi_jax.estimators import _logspace
 
 F32 = jnp.zeros(()).dtype == jnp.float32
 EPS = 1e-5 if F32 else 1e-10

@@ -184,3 +184,40 @@ def test_mc_expectation_refuses_non_finite_f_like_mc_mean_and_stderr():
         vie.mc_mean_and_stderr(f(q.sample(seed=KEY, sample_shape=(8,))))
     est = vie.mc_expectation(KEY, lambda z: z**2, q, 8, num_repeats=2)
     assert est.mean.shape == (2,) and np.all(np.isfinite(est.stderr))
+
+
+def test_no_estimator_module_imports_a_private_name_from_another_module():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(vie.__file__).parent
+    offenders = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("vi_jax")
+            ):
+                offenders += [
+                    f"{path.name}: {node.module}.{a.name}"
+                    for a in node.names
+                    # a private *module* (`from vi_jax.estimators import _logspace`) is fine
+                    if a.name.startswith("_") and not (root / f"{a.name}.py").exists()
+                ]
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                # `module._name` on an imported module (private modules like _logspace
+                # are fine; their names are public within them).
+                if node.attr.startswith("_") and not node.attr.startswith("__"):
+                    if node.value.id in {
+                        "bounds",
+                        "weights",
+                        "importance",
+                        "_common",
+                        "_logspace",
+                        "_kl",
+                        "enumeration",
+                        "gradients",
+                    }:
+                        offenders.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert offenders == []

@@ -90,3 +90,31 @@ def test_refusals(lg):
         )
     with pytest.raises(ValueError, match="threshold"):
         active_units(model, _view(True), x, threshold=-1.0)
+
+
+def _bernoulli_view(params, x):
+    """A one-latent model with a Bernoulli decoder: logits = w * z."""
+    q = distrax.MultivariateNormalDiag(jnp.zeros((x.shape[0], 1)), jnp.ones((x.shape[0], 1)))
+    prior = distrax.MultivariateNormalDiag(jnp.zeros(1), jnp.ones(1))
+
+    def log_lik(z):
+        return vj.models.bernoulli_likelihood(params * z).log_prob(x)
+
+    return ModelView(lambda z: log_lik(z) + prior.log_prob(z), q, log_lik, prior)
+
+
+def test_data_outside_the_likelihoods_support_and_nan_are_refused():
+    w = jnp.ones((1, 6))
+    key = jax.random.key(0)
+    kw = dict(num_samples=4, sample_chunk=4, data_chunk=4)
+    binary = (jax.random.uniform(key, (5, 6)) > 0.5).astype(jnp.float32)
+    ev = evaluate_model(key, w, _bernoulli_view, binary, **kw)
+    assert np.all(ev.log_likelihood < 0)
+    grey = evaluate_model(key, w, _bernoulli_view, binary * 0.5, **kw)  # grey levels: allowed
+    assert np.all(np.isfinite(grey.log_likelihood))
+    with pytest.raises(ValueError, match="outside the support .*Bernoulli .*\\[0, 1\\]"):
+        evaluate_model(key, w, _bernoulli_view, jnp.full((5, 6), 7.0), **kw)
+    with pytest.raises(ValueError, match="`x` has 30 values outside \\[0, 1\\]"):
+        _bernoulli_view(w, jnp.full((5, 6), 7.0)).log_likelihood(jnp.zeros((1, 5, 1)))
+    with pytest.raises(ValueError, match="NaN .*`params`"):
+        evaluate_model(key, w.at[0, 0].set(jnp.nan), _bernoulli_view, binary, **kw)

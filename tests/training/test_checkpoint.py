@@ -83,3 +83,37 @@ def test_refusals(tmp_path):
         with pytest.raises(TypeError, match="config"):
             ckpt.save(0, state, jax.random.key(0), config={"x": jnp.ones(2)})
         assert ckpt.epochs() == []
+
+
+def test_manifest_is_written_last_and_verified_on_restore(tmp_path):
+    from vi_jax.training import CheckpointCorruptError
+    from vi_jax.training.checkpoint import MANIFEST_NAME, verify_checkpoint
+
+    state = _state()
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, state, jax.random.key(0))
+        ckpt.save(2, jax.tree.map(lambda x: x + 1, state), jax.random.key(0))
+        step = tmp_path / "2"
+        manifest = (step / MANIFEST_NAME).read_text()
+        assert '"sha256"' in manifest and "_METADATA" in manifest
+        assert verify_checkpoint(str(step)) is None
+        (step / "meta" / "metadata").write_text("{}")
+        with pytest.raises(CheckpointCorruptError, match="meta/metadata"):
+            ckpt.restore(state)  # an explicit restore refuses, naming the file
+        restored = ckpt.restore_latest_intact(state)  # the fallback sets it aside
+        assert restored.epoch == 1 and ckpt.epochs() == [1]
+        assert_trees_equal(restored.state, state)
+    assert (tmp_path.parent / (tmp_path.name + ".corrupt") / "2" / "meta" / "metadata").exists()
+
+
+def test_checkpoints_without_manifests_restore_unverified_with_a_warning(tmp_path):
+    from vi_jax.training.checkpoint import _MARKER_NAME, MANIFEST_NAME
+
+    state = _state()
+    save_checkpoint(tmp_path, 1, state, jax.random.key(0))
+    # As written by an older vi_jax: no marker, no manifest.
+    (tmp_path / _MARKER_NAME).unlink()
+    (tmp_path / "1" / MANIFEST_NAME).unlink()
+    with pytest.warns(UserWarning, match="no checksum manifest"):
+        ckpt = restore_checkpoint(tmp_path, state)
+    assert_trees_equal(ckpt.state, state)
