@@ -100,7 +100,8 @@ def test_manifest_is_written_last_and_verified_on_restore(tmp_path):
         (step / "meta" / "metadata").write_text("{}")
         with pytest.raises(CheckpointCorruptError, match="meta/metadata"):
             ckpt.restore(state)  # an explicit restore refuses, naming the file
-        restored = ckpt.restore_latest_intact(state)  # the fallback sets it aside
+        with pytest.warns(UserWarning, match="epoch 2 .* corrupt .*moved aside"):
+            restored = ckpt.restore_latest_intact(state)  # the fallback sets it aside
         assert restored.epoch == 1 and ckpt.epochs() == [1]
         assert_trees_equal(restored.state, state)
     assert (tmp_path.parent / (tmp_path.name + ".corrupt") / "2" / "meta" / "metadata").exists()
