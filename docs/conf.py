@@ -109,6 +109,7 @@ def _copy_executed_notebooks() -> None:
     # the README links the .py sources; on the site the rendered pages sit beside it
     for source in NOTEBOOK_SOURCES.glob("[0-9]*.py"):
         readme = readme.replace(f"({source.name})", f"({source.stem}.ipynb)")
+    # the README describes the repository; on the site the pages *are* the executed copies
     (target / "index.md").write_text(readme + "\n```{toctree}\n:hidden:\n:glob:\n\n[0-9]*\n```\n")
 
 
