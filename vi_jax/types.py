@@ -14,15 +14,15 @@ layer (including `vi_jax.estimators`, which imports no Flax or optax) can use it
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import chex
 import distrax
 
-Array = chex.Array
+Array: TypeAlias = chex.Array
 """A JAX (or NumPy) array; `jax.Array` inside compiled code."""
 
-PRNGKey = chex.PRNGKey
+PRNGKey: TypeAlias = chex.PRNGKey
 """A random key: `jax.random.key(seed)` or a legacy `jax.random.PRNGKey(seed)`."""
 
 PyTree = Any
