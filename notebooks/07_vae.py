@@ -76,7 +76,7 @@ def neg_elbo(params, x, key, log_lik=bernoulli_log_lik):
 
 
 digits = np.asarray(vj.data.load_digits().images, np.float32)
-x_bin = (digits > 0.5).astype(np.float32)  # a fixed binarisation, [1797, 64]
+x_bin = jnp.asarray(digits > 0.5, jnp.float32)  # a fixed binarisation, [1797, 64]
 LATENT, STEPS_30 = 2, 1500 if FULL else 400
 params = {
     "enc": mlp_init(jax.random.key(0), [64, 64, 2 * LATENT]),
@@ -111,7 +111,8 @@ axes[0].set_ylabel("ELBO per image (one batch, one z)")
 axes[0].set_title("the thirty-line VAE trains")
 recon = jax.nn.sigmoid(mlp(params["dec"], jnp.split(mlp(params["enc"], x_bin[:8]), 2, -1)[0]))
 axes[1].imshow(
-    plotting.tile_images(np.concatenate([x_bin[:8], np.asarray(recon)]), 8), cmap="gray_r"
+    plotting.tile_images(np.concatenate([np.asarray(x_bin[:8]), np.asarray(recon)]), 8),
+    cmap="gray_r",
 )
 axes[1].set_title("8 digits (top) and their reconstructions (bottom)")
 axes[1].axis("off")
