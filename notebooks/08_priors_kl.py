@@ -250,14 +250,14 @@ ax.set_ylabel("mean KL(q(z_d|x) ‖ p(z_d)) [nats]")
 ax.set_title("trained Gaussian-prior VAE: KL per latent")
 fig.tight_layout()
 plt.show()
-assert kl_d[order[:3]].sum() > 0.5 * kl_d.sum()
+assert kl_d.mean() < 0.5 and np.isclose(kl_d.sum(), prior_runs["normal"]["kl"], rtol=0.3)
 
 # %% [markdown]
-# A few latents carry most of the KL and the rest sit near zero — collapsed towards the
-# prior by training, with no weight zeroed by hand (their posterior mean still wiggles
-# with x enough to pass the 0.01 activity threshold, which is why a KL per latent is the
-# sharper picture). The priors' bounds differ by about a nat at this tiny size (a few
-# epochs on 8×8 digits); do not read a ranking into them.
+# At this notebook's tiny size (30 short epochs on 8×8 digits) the KL is spread thinly:
+# every latent carries well under half a nat and the smallest ones under 0.05 (printed
+# above), so the latents are on their way to the prior, but none has collapsed exactly
+# — the clean case is the staged one of section 3. The priors' bounds differ by about a
+# nat here; do not read a ranking into them.
 
 # %% [markdown]
 # ## What we saw
@@ -270,8 +270,8 @@ assert kl_d[order[:3]].sum() > 0.5 * kl_d.sum()
 #   reconstruction term's (printed above for two choices of q).
 # - Latents that carry no information about x collapse to the prior: zero KL and a
 #   posterior mean that does not vary with x, which is what the active-unit count detects.
-# - Trained VAEs collapse latents on their own: in section 4 a few latents carry most of
-#   the KL and the rest are near the prior.
+# - In trained VAEs (section 4) the KL term pushes every latent towards the prior: at
+#   this size each carries well under half a nat.
 #
 # ## Try this
 # In section 4, set `latent_dim=2`. *Predict:* how is the KL shared between the two
