@@ -156,6 +156,7 @@ assert np.ptp(per_point_approx) < 1e-3 * approx_gap + 1e-5
 # units it does not overfit, and its errors are those of a small network fitting a
 # linear map.
 
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 steps = np.arange(1, STEPS + 1)
 axes[0].plot(steps, -np.asarray(svi_curve), alpha=0.7, label="per-datum SVI (test data)")
