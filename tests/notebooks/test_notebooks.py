@@ -38,6 +38,9 @@ OUT_DIR = Path(os.environ.get("VI_JAX_NOTEBOOK_OUT", ROOT / "build" / "notebooks
 # A cell that makes a figure; it must show one.
 PLOTTING = re.compile(r"\bplt\.(subplots|subplot|figure|show)\(")
 # Anything a reader would take for something having gone wrong.
+# Code that fell into a markdown cell (a `# %% [markdown]` header with no `# %%` after
+# it) is shown as text and never runs: its figure and its asserts silently vanish.
+CODE_IN_MARKDOWN = re.compile(r"^(fig, |ax\.|axes\[|plt\.|assert |print\()", re.M)
 ALARMING = re.compile(r"\w*Warning\b|Traceback|\b\w+(Error|Exception):|IProgress")
 
 
@@ -80,6 +83,8 @@ def problems_in(nb) -> list[str]:
     """What a reader would see go wrong: missing figures, warnings, tracebacks."""
     problems = []
     for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and CODE_IN_MARKDOWN.search(cell.source):
+            problems.append(f"markdown cell {index} contains code: a missing `# %%`?")
         if cell.cell_type != "code":
             continue
         where = f"cell {index} ({cell.source.strip().splitlines()[0][:60]!r})"
@@ -115,9 +120,11 @@ def test_problem_detector_catches_what_it_must():
         nbformat.v4.new_code_cell(
             "print(1)", outputs=[nbformat.v4.new_output("stream", name="stdout", text="1\n")]
         ),
+        nbformat.v4.new_markdown_cell("Some prose.\n\nfig, ax = plt.subplots()"),
     ]
     found = problems_in(nb)
-    assert len(found) == 2 and "image/png" in found[0] and "UserWarning" in found[1], found
+    assert len(found) == 3 and "image/png" in found[0] and "UserWarning" in found[1], found
+    assert "markdown cell 3" in found[2], found
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
