@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import distrax
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -31,8 +30,7 @@ from vi_jax.models.networks import (
     check_widths,
 )
 from vi_jax.models.priors import LaplacePrior, MixtureOfGaussiansPrior, StandardNormalPrior
-
-Array = jax.Array
+from vi_jax.types import Array
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 """Names accepted by the `likelihood` argument of the constructors."""
