@@ -15,6 +15,7 @@ BENCHMARKS = {
     "throughput_numpyro": "benchmarks.throughput_numpyro",
     "iwae_table": "benchmarks.iwae_table",
     "evaluation": "benchmarks.evaluation",
+    "bounds": "benchmarks.bounds",
 }
 # Suites run other benchmarks: callable by name, never by --all.
 SUITES = {"gpu_suite": "benchmarks.gpu_suite"}
