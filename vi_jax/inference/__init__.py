@@ -4,7 +4,7 @@ from vi_jax.inference import svi as svi
 from vi_jax.inference.ais import (
     AISResult,
     BDMCResult,
-    ais,
+    annealed_importance_sampling,
     annealing_schedule,
     bdmc,
     evaluate_ais,
@@ -24,7 +24,7 @@ __all__ = [
     "ModelView",
     "SVIState",
     "active_units",
-    "ais",
+    "annealed_importance_sampling",
     "annealing_schedule",
     "bdmc",
     "evaluate_ais",

@@ -21,9 +21,9 @@ Step sizes are adapted per example on a separate pilot run (independent chains) 
 a target acceptance rate, and then frozen for the real run, so that adaptation does not
 bias the estimate.
 
-`ais` and `bdmc` work on one example (q with batch `[]`); `evaluate_ais` and
-`evaluate_bdmc` drive a model over a data set, vmapping examples within a chunk and
-looping over chunks so that memory stays bounded.
+`annealed_importance_sampling` and `bdmc` work on one example (q with batch `[]`);
+`evaluate_ais` and `evaluate_bdmc` drive a model over a data set, vmapping examples
+within a chunk and looping over chunks so that memory stays bounded.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from vi_jax._validation import (
     check_finite,
     check_positive_float,
     check_positive_int,
+    is_concrete,
 )
 
 Array = jax.Array
@@ -123,6 +124,26 @@ def annealing_schedule(num_steps: int, schedule: str = "sigmoid", *, sharpness: 
     return betas
 
 
+def _betas(num_steps: int, schedule: Any) -> Array:
+    """The schedule `[T + 1]`: by name, or given (checked when concrete)."""
+    if isinstance(schedule, str):
+        return jnp.asarray(annealing_schedule(num_steps, schedule))
+    betas = jnp.asarray(schedule)
+    if betas.shape != (num_steps + 1,):
+        raise ValueError(
+            f"`schedule` given as an array must have shape [num_steps + 1] = "
+            f"[{num_steps + 1}], got {betas.shape}."
+        )
+    if is_concrete(betas):
+        b = np.asarray(betas)
+        if not (b[0] == 0 and b[-1] == 1 and np.all(np.diff(b) >= 0)):
+            raise ValueError(
+                "`schedule` must increase (weakly) from beta_0 = 0 to beta_T = 1, got "
+                f"{b[:3]} ... {b[-3:]}."
+            )
+    return betas
+
+
 def _log_mean_exp(log_w: Array) -> Array:
     m = jnp.max(log_w)
     m = jnp.where(jnp.isfinite(m), m, 0.0)
@@ -168,7 +189,7 @@ def _check_q(log_joint: Callable, q: distrax.Distribution) -> int:
     if tuple(q.batch_shape) != () or len(q.event_shape) != 1:
         raise ValueError(
             "`q` must describe one example: batch shape [] and event [latent], got batch "
-            f"{tuple(q.batch_shape)} and event {tuple(q.event_shape)}; vmap `ais` over "
+            f"{tuple(q.batch_shape)} and event {tuple(q.event_shape)}; vmap over "
             "examples (or use `evaluate_ais`)."
         )
     return int(q.event_shape[0])
@@ -179,7 +200,7 @@ def _sweep(
     z0: Array,
     log_q: Callable[[Array], Array],
     log_joint: Callable[[Array], Array],
-    betas: np.ndarray,
+    betas: Array,
     log_eps: Array,
     *,
     reverse: bool,
@@ -194,7 +215,7 @@ def _sweep(
     adapted ones when `adapt`, else exp(log_eps)).
     """
     num_chains, dim = z0.shape
-    d_beta = np.diff(betas)  # [T]
+    d_beta = jnp.diff(betas)  # [T]
     if reverse:
         # x_{T-1} ~ f_T exactly; weights f_{t-1}/f_t, transitions at beta_{T-1}..beta_1.
         trans_betas, increments = betas[1:-1][::-1], -d_beta[::-1]
@@ -284,7 +305,7 @@ def _prepare(
     )
     _check_q(log_joint, q)
     adaptation_rate = check_positive_float(adaptation_rate, "adaptation_rate")
-    betas = annealing_schedule(num_steps, schedule)
+    betas = _betas(num_steps, schedule)
 
     def log_joint_checked(z: Array) -> Array:
         value = log_joint(z)
@@ -303,7 +324,7 @@ def _prepare(
     return num_chains, step_size, betas, log_joint_checked, kw
 
 
-def ais(
+def annealed_importance_sampling(
     key: Array,
     log_joint: Callable[[Array], Array],
     q: distrax.Distribution,
@@ -333,7 +354,10 @@ def ais(
         log eps += adaptation_rate * (acceptance - target), then freeze it.
       target_acceptance: in (0, 1); 0.65 as in Wu et al. (2017).
       num_leapfrog: leapfrog steps per HMC transition (static).
-      schedule: "sigmoid", "linear" or "geometric" (see `annealing_schedule`).
+      schedule: "sigmoid", "linear" or "geometric" (see `annealing_schedule`), or the
+        inverse temperatures `[T + 1]` themselves (0 to 1, non-decreasing; may be traced,
+        so one compiled program serves several schedules of the same length: a T-step
+        schedule padded with trailing 1s gives the T-step estimate).
       pilot_chains: chains of the pilot run (default: `num_chains`).
       adaptation_rate: > 0, the gain of the step-size adaptation.
 
@@ -386,8 +410,8 @@ def reverse_ais(
       exact_sample: `[latent]` a draw from p(z | x) (the z that generated x).
       num_steps: T >= 1.
       num_chains: C >= 1 chains, all started at `exact_sample`.
-      step_sizes: `[T - 1]` step sizes (e.g. `ais(...).step_sizes`), or None for a
-        constant `step_size`.
+      step_sizes: `[T - 1]` step sizes (e.g. the `step_sizes` of a forward run), or None
+        for a constant `step_size`.
       step_size: constant step size > 0 when `step_sizes` is None.
       num_leapfrog: leapfrog steps per transition.
       schedule: the annealing schedule (same as the forward run).
@@ -436,13 +460,17 @@ def bdmc(
       exact_sample: `[latent]` the latent that generated the example.
       num_steps: T >= 1.
       num_chains: C >= 1 chains in each direction.
-      **options: keyword options of `ais` (step_size, num_leapfrog, schedule, ...).
+      **options: keyword options of `annealed_importance_sampling` (step_size,
+        num_leapfrog, schedule, ...).
 
     Returns:
       `BDMCResult(lower, upper, gap)`.
     """
+    dim = _check_q(log_joint, q)
+    if jnp.shape(exact_sample) != (dim,):
+        raise ValueError(f"`exact_sample` must have shape ({dim},), got {jnp.shape(exact_sample)}.")
     k_fwd, k_rev = jax.random.split(key)
-    lower = ais(k_fwd, log_joint, q, num_steps, num_chains, **options)
+    lower = annealed_importance_sampling(k_fwd, log_joint, q, num_steps, num_chains, **options)
     rev_opts = {k: options[k] for k in ("num_leapfrog", "schedule") if k in options}
     upper = reverse_ais(
         k_rev,
@@ -586,7 +614,7 @@ def evaluate_ais(
       start: "posterior" (the encoder's q(z|x), the default) or "prior".
       data_chunk: examples vmapped per compiled call (memory ~ data_chunk * C).
       progress: show a tqdm bar over chunks.
-      **options: keyword options of `ais`.
+      **options: keyword options of `annealed_importance_sampling`.
 
     Returns:
       `AISResult` of NumPy arrays with a leading `[N]` axis. Warns (RuntimeWarning),
@@ -608,7 +636,7 @@ def evaluate_ais(
     def one(k, x):
         view = _start(model_fn(params, x[None]), start)
         lj, q = _single_example(view)
-        return ais(k, lj, q, num_steps, num_chains, **options)
+        return annealed_importance_sampling(k, lj, q, num_steps, num_chains, **options)
 
     run = jax.jit(jax.vmap(one))
     res = _chunked(run, (jnp.asarray(data),), key, data_chunk, progress, f"AIS (T={num_steps})")
@@ -656,7 +684,7 @@ def evaluate_bdmc(
       start: "posterior" or "prior", the end of the path opposite p(z | x).
       data_chunk: examples per compiled call.
       progress: show a tqdm bar.
-      **options: keyword options of `ais`.
+      **options: keyword options of `annealed_importance_sampling`.
 
     Returns:
       `BDMCResult` of NumPy arrays with a leading `[N]` axis.
