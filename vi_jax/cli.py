@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from vi_jax.experiment import OBJECTIVES, TrainConfig
+from vi_jax.estimators import registry
+from vi_jax.experiment import TrainConfig
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -46,15 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="e.g. 400 or 200,200")
     t.add_argument("--activation", default=d.activation)
     t.add_argument("--prior", choices=["normal", "laplace", "mog"], default=d.prior)
-    t.add_argument("--objective", choices=list(OBJECTIVES), default=d.objective)
-    t.add_argument(
-        "--estimator",
-        default=d.estimator,
-        help=(
-            "elbo: pathwise|stl|score_function|score_function_loo; "
-            "iwae: pathwise|stl|dreg|vimco; renyi: pathwise"
-        ),
-    )
+    t.add_argument("--objective", choices=list(registry.objectives()), default=d.objective)
+    t.add_argument("--estimator", default=d.estimator, help=registry.describe())
     t.add_argument(
         "-k", "--num-samples", type=int, default=d.num_samples, help="samples per data point (K)"
     )

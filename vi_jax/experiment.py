@@ -7,12 +7,10 @@ here; notebooks and benchmarks call them directly.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ import optax
 
 from vi_jax import data as vdata
 from vi_jax import plotting
-from vi_jax.estimators import gradients as G
+from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
 from vi_jax.models import make_mlp_vae, make_vae_loss, merge_params, split_params
@@ -36,47 +34,21 @@ from vi_jax.training import (
     make_epoch_fn,
     make_train_step,
 )
-
-OBJECTIVES = ("elbo", "iwae", "renyi")
-_ESTIMATORS_BY_OBJECTIVE: dict[str, dict[str, Callable]] = {
-    "elbo": {
-        "pathwise": G.elbo_pathwise,
-        "stl": G.elbo_stl,
-        "score_function": G.elbo_score_function,
-        "score_function_loo": G.elbo_score_function_loo,
-    },
-    "iwae": {
-        "pathwise": G.iwae_pathwise,
-        "stl": G.iwae_stl,
-        "dreg": G.iwae_dreg,
-        "vimco": G.vimco,
-    },
-    "renyi": {"pathwise": G.renyi_pathwise},
-}
+from vi_jax.types import Estimator
 
 
-def resolve_estimator(objective: str, estimator: str, alpha: float = 0.5) -> Callable:
-    """The gradient-estimator function for an objective name and an estimator name.
+def resolve_estimator(objective: str, estimator: str, alpha: float = 0.5) -> Estimator:
+    """The registered gradient estimator for an objective and an estimator name.
 
     Args:
-      objective: "elbo", "iwae" or "renyi".
-      estimator: for "elbo": pathwise, stl, score_function, score_function_loo; for
-        "iwae": pathwise, stl, dreg, vimco; for "renyi": pathwise.
-      alpha: the Renyi order (used by "renyi" only).
+      objective: a registered objective (`registry.objectives()`).
+      estimator: a name registered for it (`registry.describe()` lists them).
+      alpha: the Renyi order, bound where the estimator takes it.
 
     Returns:
       `estimator(key, log_joint, q, num_samples) -> [batch]`.
     """
-    if objective not in _ESTIMATORS_BY_OBJECTIVE:
-        raise ValueError(f"`objective` must be one of {list(OBJECTIVES)}, got {objective!r}.")
-    table = _ESTIMATORS_BY_OBJECTIVE[objective]
-    if estimator not in table:
-        raise ValueError(
-            f"`estimator` {estimator!r} is not available for objective {objective!r}; "
-            f"choose one of {sorted(table)}."
-        )
-    fn = table[estimator]
-    return functools.partial(fn, alpha=alpha) if objective == "renyi" else fn
+    return registry.get_estimator(objective, estimator).bind(alpha=alpha)
 
 
 # "burda": 3^i passes at learning_rate * 10^(-i/7), i = 0..7 (Burda et al. 2016).
@@ -144,11 +116,7 @@ class TrainConfig:
             raise ValueError(
                 f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
             )
-        resolve_estimator(self.objective, self.estimator, self.alpha)
-        if self.estimator in ("score_function_loo", "vimco") and self.num_samples < 2:
-            raise ValueError(
-                f"`num_samples` must be >= 2 for {self.estimator}, got {self.num_samples}."
-            )
+        registry.get_estimator(self.objective, self.estimator).check_num_samples(self.num_samples)
         return self
 
 

@@ -9,7 +9,7 @@ import pytest
 from stat_utils import assert_unbiased, mean_and_stderr
 
 from vi_jax.inference import ais as A
-from vi_jax.inference.evaluate import ModelView
+from vi_jax.types import ModelView
 
 T_MAX = 32
 STEPS = (1, 8, 32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
 
 import distrax
 import jax
@@ -13,9 +12,7 @@ from vi_jax._validation import check_callable, check_positive_int
 
 # log mean exp over samples, -inf (not NaN, with zero gradient) for all-zero weights.
 from vi_jax.estimators.weights import _log_mean_exp as log_mean_exp  # noqa: F401
-
-Array = jax.Array
-LogJoint = Callable[[Array], Array]
+from vi_jax.types import Array, LogJoint
 
 # Distributions whose samples carry no pathwise gradient in distrax.
 _NOT_REPARAMETERIZED = (

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from vi_jax._validation import check_callable, check_positive_int
+from vi_jax.types import Array
 
-Array = jax.Array
 sg = jax.lax.stop_gradient
 
 

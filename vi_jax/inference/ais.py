@@ -46,9 +46,7 @@ from vi_jax._validation import (
     check_positive_int,
     is_concrete,
 )
-
-Array = jax.Array
-ModelFn = Callable[[Any, Array], Any]
+from vi_jax.types import Array, ModelFn
 
 SCHEDULES = ("sigmoid", "linear", "geometric")
 """Names accepted by the `schedule` argument."""

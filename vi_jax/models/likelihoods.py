@@ -15,8 +15,7 @@ from flax import nnx
 from vi_jax._validation import check_positive_float, check_rank_at_least, is_concrete
 from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
 from vi_jax.models.networks import check_width
-
-Array = jax.Array
+from vi_jax.types import Array
 
 DEFAULT_MIN_OBS_SCALE = 1e-3
 """Floor of a learned Gaussian observation scale (keeps log p(x|z) bounded above)."""

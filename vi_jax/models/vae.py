@@ -31,8 +31,7 @@ from vi_jax.models.networks import (
     check_widths,
 )
 from vi_jax.models.priors import LaplacePrior, MixtureOfGaussiansPrior, StandardNormalPrior
-
-Array = jax.Array
+from vi_jax.types import Array
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 """Names accepted by the `likelihood` argument of the constructors."""
