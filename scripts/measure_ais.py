@@ -82,7 +82,8 @@ def main() -> None:
         )
     vae = merge_params(graphdef, params, rest)
     nb = a.bdmc_examples or a.examples
-    xs, zs = vae.simulate(jax.random.key(7), nb)
+    zs, xs = vae.simulate(jax.random.key(7), nb)
+    xs = xs.astype(zs.dtype)
     ev_s, t = _timed(
         lambda: evaluate_model(
             jax.random.key(3), params, view, xs, num_samples=a.is_samples, sample_chunk=500

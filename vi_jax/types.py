@@ -71,12 +71,16 @@ class ModelView(NamedTuple):
       posterior: q(z | x), batch `[B]`, event `[latent]` (the encoder's, if amortised).
       log_likelihood: `z [K, B, latent] -> log p(x | z) [K, B]`.
       prior: p(z), event `[latent]`.
+      simulate: optional `simulate(key, num) -> (z [num, latent], x [num, data])`, draws
+        from the model's joint p(z) p(x | z) (for sleep-phi updates and BDMC); None when
+        the model cannot simulate.
     """
 
     log_joint: LogJoint
     posterior: distrax.Distribution
     log_likelihood: LogJoint
     prior: distrax.Distribution
+    simulate: Callable[[PRNGKey, int], tuple[Array, Array]] | None = None
 
 
 ModelFn = Callable[[PyTree, Array], ModelView]

@@ -220,7 +220,8 @@ def test_refusals(problem):
 
     class Sim:
         def simulate(self, key, num):
-            return model.sample(key, num)
+            x, z = model.sample(key, num)
+            return z, x
 
     assert callable(A.require_simulate(Sim()))
     with pytest.raises(ValueError, match="`log_joint`"):

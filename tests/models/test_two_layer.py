@@ -246,7 +246,7 @@ def test_two_layer_vae_through_the_vae_loss():
         assert any(bool(jnp.any(g != 0)) for g in leaves), name
     view = vae_view(graphdef, rest)(params, x)
     assert view.posterior.batch_shape == (4,) and view.posterior.event_shape == (5,)
-    xs, zs = vae.simulate(jax.random.key(2), 3)
+    zs, xs = vae.simulate(jax.random.key(2), 3)
     assert xs.shape == (3, 12) and zs.shape == (3, 5)
     assert set(np.unique(np.asarray(xs))) <= {0.0, 1.0}
     # vmapped log q over a batch of one example equals the batched one

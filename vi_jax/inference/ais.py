@@ -649,7 +649,7 @@ def require_simulate(model: Any) -> Callable:
     sim = getattr(model, "simulate", None)
     if not callable(sim):
         raise TypeError(
-            f"`model` ({type(model).__name__}) has no `simulate(key, num) -> (x, z)` method; "
+            f"`model` ({type(model).__name__}) has no `simulate(key, num) -> (z, x)` method; "
             "BDMC needs data simulated from the model (an exact posterior sample per example)."
         )
     return sim
@@ -675,7 +675,7 @@ def evaluate_bdmc(
       key: PRNG key.
       params: model parameters.
       model_fn: `model_fn(params, x [B, data]) -> ModelView`.
-      data: `[N, data]` examples simulated from the model (e.g. `vae.simulate`).
+      data: `[N, data]` examples simulated from the model (e.g. by `vae.simulate`).
       latents: `[N, latent]` the latents that generated them (exact posterior samples).
       num_steps: T >= 1.
       num_chains: C >= 1 chains per example in each direction.

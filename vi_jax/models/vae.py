@@ -163,16 +163,11 @@ class VAE(nnx.Module):
         return self.decode(z).mean()
 
     def simulate(self, key: Array, num: int) -> tuple[Array, Array]:
-        """Data simulated from the model: z ~ p(z), x ~ p(x | z).
-
-        Returns `(x [num, data], z [num, latent])`; each z is an exact posterior sample
-        given its x (what BDMC needs).
-        """
+        """Draws z ~ p(z), x ~ p(x | z); returns z `[num, latent]` and x `[num, data]`."""
         num = check_positive_int(num, "num")
-        k_z, k_x = jax.random.split(key)
-        z = self.prior().sample(seed=k_z, sample_shape=(num,))
-        x = self.decode(z).sample(seed=k_x)
-        return x.astype(z.dtype), z
+        kz, kx = jax.random.split(key)
+        z = self.prior().sample(seed=kz, sample_shape=(num,))
+        return z, self.decode(z).sample(seed=kx)
 
     def reconstruct(self, key: Array, x: Array) -> Array:
         """Reconstructions: z ~ q(z | x), returns E[x | z] `[*batch, data]`."""
