@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="runs/mnist", help="output directory (resumed if it has checkpoints)"
     )
     t.add_argument("--dataset", choices=["mnist", "digits", "synthetic"], default=d.dataset)
+    t.add_argument(
+        "--model",
+        choices=["mlp", "two-layer"],
+        default=d.model,
+        help="two-layer: z1 (2 x latent) and z2 (latent) stochastic layers (Burda et al. 2016)",
+    )
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")
@@ -109,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
     e.add_argument("--eval-samples", type=int, default=None)
     e.add_argument("--eval-examples", type=int, default=None)
+    e.add_argument(
+        "--method",
+        choices=["is", "ais", "bdmc"],
+        default="is",
+        help="is: importance sampling with q; ais: annealed IS; bdmc: AIS bounds on simulated data",
+    )
+    e.add_argument("--ais-steps", type=int, default=100, help="T for ais/bdmc")
+    e.add_argument("--ais-chains", type=int, default=16, help="chains per example for ais/bdmc")
     e.add_argument("--no-progress", action="store_true")
     g = sub.add_parser("gaps", help="approximation and amortisation gaps of a trained run")
     g.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
@@ -170,9 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_samples=args.eval_samples,
                 num_examples=args.eval_examples,
                 progress=not args.no_progress,
+                method=args.method,
+                ais_steps=args.ais_steps,
+                ais_chains=args.ais_chains,
             )
-            _print_summary(summary)
-            print(f"wrote {args.run}/evaluation.json")
+            if args.method == "is":
+                _print_summary(summary)
+            else:
+                print(f"{args.method} (T={args.ais_steps}, C={args.ais_chains}): {summary['test']}")
+            suffix = "" if args.method == "is" else f"_{args.method}"
+            print(f"wrote {args.run}/evaluation{suffix}.json")
     except NonFiniteLossError as err:
         print(f"vi-jax: training stopped: {err}", file=sys.stderr)
         return 3

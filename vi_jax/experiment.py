@@ -25,7 +25,13 @@ from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
 from vi_jax.estimators.thermodynamic import tvo_schedule
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
-from vi_jax.models import make_mlp_vae, make_vae_loss, merge_params, split_params
+from vi_jax.models import (
+    make_mlp_vae,
+    make_two_layer_vae,
+    make_vae_loss,
+    merge_params,
+    split_params,
+)
 from vi_jax.models.view import vae_view
 from vi_jax.training import (
     TrainState,
@@ -68,6 +74,10 @@ def estimator_options(config: TrainConfig) -> dict[str, Any]:
 
 # "burda": 3^i passes at learning_rate * 10^(-i/7), i = 0..7 (Burda et al. 2016).
 LR_SCHEDULES = ("constant", "burda")
+MODELS = ("mlp", "two-layer")
+"""`mlp`: one stochastic layer. `two-layer`: Burda et al.'s two stochastic layers, z1 of
+width 2 * latent_dim over `hidden`, z2 of width latent_dim over `hidden` halved
+(`--latent 50 --hidden 200,200 --activation tanh` is the paper's 784-200-200-100-100-50)."""
 
 
 @dataclasses.dataclass
@@ -79,6 +89,7 @@ class TrainConfig:
     """
 
     dataset: str = "mnist"
+    model: str = "mlp"
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -109,6 +120,8 @@ class TrainConfig:
         """Raises ValueError naming the first invalid field."""
         if self.dataset not in ("mnist", "digits", "synthetic"):
             raise ValueError(f"`dataset` must be mnist, digits or synthetic, got {self.dataset!r}.")
+        if self.model not in MODELS:
+            raise ValueError(f"`model` must be one of {list(MODELS)}, got {self.model!r}.")
         if self.binarize not in ("dynamic", "static"):
             raise ValueError(f"`binarize` must be 'dynamic' or 'static', got {self.binarize!r}.")
         for name in (
@@ -190,14 +203,23 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
     `num_train` (training examples) is needed by the "burda" schedule, whose stages are
     counted in passes over the data.
     """
-    vae = make_mlp_vae(
-        data_dim=data_dim,
-        latent_dim=config.latent_dim,
-        hidden=tuple(config.hidden),
-        activation=config.activation,
-        prior=config.prior,
-        rngs=config.seed,
-    )
+    if config.model == "two-layer":
+        vae = make_two_layer_vae(
+            data_dim,
+            (2 * config.latent_dim, config.latent_dim),
+            (tuple(config.hidden), tuple(max(1, h // 2) for h in config.hidden)),
+            config.activation,
+            rngs=config.seed,
+        )
+    else:
+        vae = make_mlp_vae(
+            data_dim=data_dim,
+            latent_dim=config.latent_dim,
+            hidden=tuple(config.hidden),
+            activation=config.activation,
+            prior=config.prior,
+            rngs=config.seed,
+        )
     graphdef, params, rest = split_params(vae)
     estimator = registry.get_estimator(config.objective, config.estimator).bind(
         **estimator_options(config)
@@ -459,6 +481,9 @@ def evaluate(
     num_samples: int | None = None,
     num_examples: int | None = None,
     progress: bool = True,
+    method: str = "is",
+    ais_steps: int = 100,
+    ais_chains: int = 16,
 ) -> dict[str, Any]:
     """Re-evaluates the latest checkpoint of a training run.
 
@@ -467,12 +492,33 @@ def evaluate(
       num_samples: importance samples K (default: the run's `eval_samples`).
       num_examples: test examples (0 = all; default: the run's `eval_examples`).
       progress: show a progress bar.
+      method: "is" (importance sampling with q, K = num_samples), "ais" (annealed
+        importance sampling from q) or "bdmc" (AIS bounds on data simulated from the
+        model: `num_examples` of them, default 100).
+      ais_steps: T for "ais" and "bdmc".
+      ais_chains: C chains per example for "ais" and "bdmc".
 
     Returns:
-      The test summary, also written to `run_dir/evaluation.json`.
+      The test summary, also written to `run_dir/evaluation.json` (or
+      `evaluation_ais.json` / `evaluation_bdmc.json`).
     """
     run_dir = Path(run_dir)
     config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
+    if method != "is":
+        return _evaluate_ais(
+            run_dir,
+            config,
+            x_test,
+            graphdef,
+            params,
+            rest,
+            epoch,
+            method,
+            num_examples,
+            ais_steps,
+            ais_chains,
+            progress,
+        )
     evaluation = evaluate_params(
         jax.random.key(config.seed + 1),
         config,
@@ -493,4 +539,66 @@ def evaluate(
         },
     }
     (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _evaluate_ais(
+    run_dir,
+    config,
+    x_test,
+    graphdef,
+    params,
+    rest,
+    epoch,
+    method,
+    num_examples,
+    steps,
+    chains,
+    progress,
+) -> dict[str, Any]:
+    """`evaluate` for method "ais" or "bdmc"."""
+    from vi_jax.inference import ais as ais_lib
+
+    if method not in ("ais", "bdmc"):
+        raise ValueError(f"`method` must be 'is', 'ais' or 'bdmc', got {method!r}.")
+    view = vae_view(graphdef, rest)
+    key = jax.random.key(config.seed + 5)
+    n = num_examples if num_examples is not None else config.eval_examples
+    opts = dict(num_steps=steps, num_chains=chains, progress=progress)
+    if method == "ais":
+        x = jnp.asarray(x_test[:n] if n else x_test)
+        r = ais_lib.evaluate_ais(key, params, view, x, **opts)
+        ll = np.asarray(r.log_marginal, np.float64)
+        test = {
+            "log_likelihood": float(ll.mean()),
+            "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(len(ll)))
+            if len(ll) > 1
+            else 0.0,
+            "log_likelihood_mc_stderr": float(np.sqrt(np.sum(np.square(r.stderr))) / len(ll)),
+            "acceptance_rate": float(np.mean(r.acceptance_rate)),
+            "num_examples": len(ll),
+        }
+    else:
+        vae = merge_params(graphdef, params, rest)
+        simulate = ais_lib.require_simulate(vae)
+        z, x = simulate(jax.random.fold_in(key, 1), n or 100)
+        x = jnp.asarray(x, z.dtype)
+        r = ais_lib.evaluate_bdmc(key, params, view, x, z, **opts)
+        test = {
+            "lower": float(np.mean(r.lower.log_marginal)),
+            "upper": float(np.mean(r.upper.log_marginal)),
+            "gap": float(np.mean(r.gap)),
+            "gap_stderr": float(np.std(r.gap, ddof=1) / np.sqrt(len(r.gap)))
+            if len(r.gap) > 1
+            else 0.0,
+            "num_examples": int(len(r.gap)),
+        }
+    summary = {
+        "epoch": epoch,
+        "method": method,
+        "ais_steps": steps,
+        "ais_chains": chains,
+        "test": test,
+    }
+    (Path(run_dir) / f"evaluation_{method}.json").write_text(json.dumps(summary, indent=2))
     return summary
