@@ -177,7 +177,7 @@ def test_exact_elbo_categorical_and_its_gradient_zero_at_posterior():
     row, col = jax.nn.log_softmax(post.sum(1)), jax.nn.log_softmax(post.sum(0))
     table = (row[:, None] + col[None, :]).reshape(-1) + 2.0
     logits = jnp.stack([row, col])
-    elbo, grad = jax.value_and_grad(lambda l: discrete.exact_elbo(lj, grouped_one_hot(l)))(logits)
+    elbo, grad = jax.value_and_grad(lambda lg: discrete.exact_elbo(lj, grouped_one_hot(lg)))(logits)
     np.testing.assert_allclose(elbo, jax.nn.logsumexp(table), rtol=1e-5)
     np.testing.assert_allclose(grad, 0.0, atol=1e-5)
 
@@ -190,9 +190,9 @@ def test_categorical_relaxation_runs_under_jit_vmap_grad():
         return jnp.sum(X * (z @ w) - jax.nn.softplus(z @ w), -1)
 
     @jax.jit
-    def f(l, k):
+    def f(logits, k):
         return [
-            jax.grad(lambda l, est=est: est(k, lj, grouped_one_hot(l), 2).sum())(l)
+            jax.grad(lambda lg, est=est: est(k, lj, grouped_one_hot(lg), 2).sum())(logits)
             for est in (discrete.gumbel_softmax, discrete.straight_through)
         ]
 

@@ -23,7 +23,11 @@ X = (jax.random.uniform(jax.random.key(0), (3, 16)) < 0.5).astype(jnp.float32)
 
 
 def test_standard_sizes():
-    for make, d in ((linear_binary_vae, 200), (nonlinear_binary_vae, 200), (lecture_binary_vae, 20)):
+    for make, d in (
+        (linear_binary_vae, 200),
+        (nonlinear_binary_vae, 200),
+        (lecture_binary_vae, 20),
+    ):
         m = make(rngs=0)
         assert isinstance(m, BinaryVAE) and m.latent_dim == d and m.data_dim == 784
     assert len(nonlinear_binary_vae(rngs=0).encoder.net.layers) == 2
@@ -61,9 +65,7 @@ def test_exact_log_marginal_matches_python_sum():
     lj = m.log_joint_fn(X)
     z = jnp.asarray(np.array(np.meshgrid(*[[0.0, 1.0]] * 5, indexing="ij")).reshape(5, -1).T)
     zb = jnp.broadcast_to(z[:, None], (32, 3, 5))
-    np.testing.assert_allclose(
-        m.exact_log_marginal(X), jax.nn.logsumexp(lj(zb), axis=0), rtol=1e-5
-    )
+    np.testing.assert_allclose(m.exact_log_marginal(X), jax.nn.logsumexp(lj(zb), axis=0), rtol=1e-5)
 
 
 def test_bad_input():

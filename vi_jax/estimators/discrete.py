@@ -5,13 +5,13 @@ num_samples, **options) -> [*batch]`, value = an estimate of the ELBO, gradient 
 what `log_joint` and `q` close over) = the estimator's gradient of it. Notation:
 f(z) = log p(x, z) - log q(z), l = q's logits, sigma the logistic sigmoid.
 
-| estimator        | q                         | unbiased | log_joint calls | gradient w.r.t. phi                   |
-|------------------|---------------------------|----------|-----------------|---------------------------------------|
-| nvil             | any                       | yes (*)  | K               | (f_k - C(x) - c) / s * grad log q     |
-| arm              | Independent(Bernoulli)    | yes      | 2K              | (f(b~) - f(b)) (u - 1/2)              |
-| disarm           | Independent(Bernoulli)    | yes      | 2K              | 1/2 (f(b) - f(b~)) (-1)^b~ [b != b~] sigma(abs l) |
-| gumbel_softmax   | Bernoulli / GroupedOneHot | no       | K (+K value)    | pathwise through the Concrete sample  |
-| straight_through | Bernoulli / GroupedOneHot | no       | K               | hard forward, Concrete backward       |
+| estimator        | q                         | unbiased | log_joint calls | phi gradient  |
+|------------------|---------------------------|----------|-----------------|---------------|
+| nvil             | any                       | yes (*)  | K               | score, C(x)   |
+| arm              | Independent(Bernoulli)    | yes      | 2K              | antithetic    |
+| disarm           | Independent(Bernoulli)    | yes      | 2K              | ARM, u summed |
+| gumbel_softmax   | Bernoulli / GroupedOneHot | no       | K (+K value)    | Concrete path |
+| straight_through | Bernoulli / GroupedOneHot | no       | K               | hard fwd, Concrete bwd |
 
 (*) NVIL's direction is unbiased; dividing by the running scale s >= 1 shrinks its length.
 
@@ -88,8 +88,10 @@ def _check_temperature(temperature: float) -> float:
 def _relaxed_and_hard(
     key: Array, q: distrax.Distribution, num_samples: int, temperature, estimator: str
 ) -> tuple[Array, Array]:
-    """Concrete samples `[K, *batch, event]` (differentiable in q's logits) and their
-    hard counterparts (exact samples of q, no gradient)."""
+    """Concrete samples `[K, *batch, event]` and the hard ones (exact q samples).
+
+    The Concrete samples are differentiable in q's logits; the hard ones carry no gradient.
+    """
     if _is_grouped(q):
         logits = q.logits
         gumbel = jax.random.gumbel(key, (num_samples, *logits.shape), logits.dtype)
@@ -259,9 +261,7 @@ def arm(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: i
     return _logit_surrogate(f1, f2, grad_logits, logits)
 
 
-def disarm(
-    key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int = 1
-) -> Array:
+def disarm(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int = 1) -> Array:
     """DisARM (Dong, Mnih & Tucker 2020): ARM with the augmenting uniforms integrated out.
 
     Same antithetic pair (b, b~) as `arm`; the logit gradient is

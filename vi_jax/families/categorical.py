@@ -26,8 +26,10 @@ class GroupedOneHot(distrax.Distribution):
     is_discrete = True  # `vi_jax.estimators.is_reparameterized` reads this
 
     def __init__(self, logits: Array) -> None:
-        """Args:
-        logits: `[*batch, G, C]`, C >= 2; NaN refused.
+        """Builds the distribution.
+
+        Args:
+          logits: `[*batch, G, C]`, C >= 2; NaN refused.
         """
         super().__init__()
         check_rank_at_least(logits, 2, "logits")
@@ -46,22 +48,27 @@ class GroupedOneHot(distrax.Distribution):
 
     @property
     def num_groups(self) -> int:
+        """G, the number of groups."""
         return int(self._logits.shape[-2])
 
     @property
     def num_classes(self) -> int:
+        """C, the classes per group."""
         return int(self._logits.shape[-1])
 
     @property
     def event_shape(self) -> tuple[int, ...]:
+        """`(G * C,)`."""
         return (self.num_groups * self.num_classes,)
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
+        """`logits.shape[:-2]`."""
         return tuple(self._logits.shape[:-2])
 
     @property
     def dtype(self):
+        """The floating dtype of samples."""
         return self._logits.dtype
 
     def log_probs(self) -> Array:
@@ -69,7 +76,9 @@ class GroupedOneHot(distrax.Distribution):
         return jax.nn.log_softmax(self._logits, axis=-1)
 
     def _sample_n(self, key: Array, n: int) -> Array:
-        idx = jax.random.categorical(key, self._logits, axis=-1, shape=(n, *self._logits.shape[:-1]))
+        idx = jax.random.categorical(
+            key, self._logits, axis=-1, shape=(n, *self._logits.shape[:-1])
+        )
         one_hot = jax.nn.one_hot(idx, self.num_classes, dtype=self.dtype)
         return one_hot.reshape(n, *self.batch_shape, -1)
 
@@ -92,7 +101,6 @@ class GroupedOneHot(distrax.Distribution):
     def mean(self) -> Array:
         """`[*batch, G * C]` class probabilities."""
         return jnp.exp(self.log_probs()).reshape(*self.batch_shape, -1)
-
 
 
 def grouped_one_hot(logits: Array, num_groups: int | None = None) -> GroupedOneHot:

@@ -42,15 +42,18 @@ class BernoulliEncoder(nnx.Module):
     """q(z | x) = prod_d Bernoulli(z_d; sigmoid(net(x)_d)), batch `[*batch]`, event `[D]`."""
 
     def __init__(self, net: nnx.Module, latent_dim: int) -> None:
-        """Args:
-        net: maps `x [*batch, data]` to logits `[*batch, latent_dim]`.
-        latent_dim: D.
+        """Wraps a logit network.
+
+        Args:
+          net: maps `x [*batch, data]` to logits `[*batch, latent_dim]`.
+          latent_dim: D.
         """
         self.net = net
         self.latent_dim = check_width(latent_dim, "latent_dim")
         self.data_dim = getattr(net, "in_features", None)
 
     def __call__(self, x: Array) -> distrax.Distribution:
+        """q(z | x) for x `[*batch, data]`."""
         return factorised_bernoulli(self.net(x))
 
 
@@ -58,10 +61,12 @@ class CategoricalEncoder(nnx.Module):
     """q(z | x): G independent C-way one-hots, flattened to event `[G * C]`."""
 
     def __init__(self, net: nnx.Module, num_groups: int, num_classes: int) -> None:
-        """Args:
-        net: maps `x [*batch, data]` to logits `[*batch, G * C]`.
-        num_groups: G.
-        num_classes: C >= 2.
+        """Wraps a logit network.
+
+        Args:
+          net: maps `x [*batch, data]` to logits `[*batch, G * C]`.
+          num_groups: G.
+          num_classes: C >= 2.
         """
         self.net = net
         self.num_groups = check_positive_int(num_groups, "num_groups")
@@ -70,6 +75,7 @@ class CategoricalEncoder(nnx.Module):
         self.data_dim = getattr(net, "in_features", None)
 
     def __call__(self, x: Array) -> distrax.Distribution:
+        """q(z | x) for x `[*batch, data]`."""
         return grouped_one_hot(self.net(x), self.num_groups)
 
 
@@ -81,6 +87,7 @@ class BernoulliPrior(nnx.Module):
         self.logits = nnx.Param(jnp.zeros((self.latent_dim,)))
 
     def __call__(self) -> distrax.Distribution:
+        """p(z), batch `[]`, event `[D]`."""
         return factorised_bernoulli(self.logits[...])
 
 
@@ -94,6 +101,7 @@ class CategoricalPrior(nnx.Module):
         self.logits = nnx.Param(jnp.zeros((self.num_groups, self.num_classes)))
 
     def __call__(self) -> distrax.Distribution:
+        """p(z), batch `[]`, event `[G * C]`."""
         return grouped_one_hot(self.logits[...])
 
 
