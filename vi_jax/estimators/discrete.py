@@ -11,7 +11,7 @@ f(z) = log p(x, z) - log q(z), l = q's logits, sigma the logistic sigmoid.
 | arm              | Independent(Bernoulli)    | yes      | 2K              | antithetic    |
 | disarm           | Independent(Bernoulli)    | yes      | 2K              | ARM, u summed |
 | gumbel_softmax   | Bernoulli / GroupedOneHot | no       | K (+K value)    | Concrete path |
-| straight_through | Bernoulli / GroupedOneHot | no       | K               | hard fwd, Concrete bwd |
+| straight_through | Bernoulli / GroupedOneHot | no       | K               | hard+Concrete |
 
 (*) NVIL's direction is unbiased; dividing by the running scale s >= 1 shrinks its length.
 
