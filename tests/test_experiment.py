@@ -85,3 +85,16 @@ def test_tile_images_layout_and_refusals():
         tile_images(np.ones((5, 15)), num_cols=2)
     with pytest.raises(ValueError, match="num_cols"):
         tile_images(np.ones((5, 16)), num_cols=0)
+
+
+def test_discrete_latent_config_validation():
+    from vi_jax.experiment import TrainConfig as _TC
+
+    _TC(latent_type="bernoulli", estimator="disarm").validate()
+    _TC(latent_type="categorical", estimator="gumbel_softmax", temperature=0.5).validate()
+    with pytest.raises(ValueError, match="elbo/disarm"):
+        _TC(latent_type="bernoulli", estimator="pathwise").validate()
+    with pytest.raises(ValueError, match="`temperature`"):
+        _TC(latent_type="bernoulli", estimator="gumbel_softmax", temperature=0.0).validate()
+    with pytest.raises(ValueError, match="`latent_type`"):
+        _TC(latent_type="poisson").validate()

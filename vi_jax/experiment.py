@@ -24,7 +24,14 @@ from vi_jax import plotting
 from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
-from vi_jax.models import make_mlp_vae, make_vae_loss, merge_params, split_params
+from vi_jax.models import (
+    make_binary_vae,
+    make_mlp_vae,
+    make_vae_loss,
+    merge_params,
+    split_params,
+)
+from vi_jax.models.loss import batch_data
 from vi_jax.models.view import vae_view
 from vi_jax.training import (
     TrainState,
@@ -37,22 +44,26 @@ from vi_jax.training import (
 from vi_jax.types import Estimator
 
 
-def resolve_estimator(objective: str, estimator: str, alpha: float = 0.5) -> Estimator:
+def resolve_estimator(
+    objective: str, estimator: str, alpha: float = 0.5, temperature: float = 1.0
+) -> Estimator:
     """The registered gradient estimator for an objective and an estimator name.
 
     Args:
       objective: a registered objective (`registry.objectives()`).
       estimator: a name registered for it (`registry.describe()` lists them).
       alpha: the Renyi order, bound where the estimator takes it.
+      temperature: the relaxation temperature, bound where the estimator takes it.
 
     Returns:
       `estimator(key, log_joint, q, num_samples) -> [batch]`.
     """
-    return registry.get_estimator(objective, estimator).bind(alpha=alpha)
+    return registry.get_estimator(objective, estimator).bind(alpha=alpha, temperature=temperature)
 
 
 # "burda": 3^i passes at learning_rate * 10^(-i/7), i = 0..7 (Burda et al. 2016).
 LR_SCHEDULES = ("constant", "burda")
+LATENT_TYPES = ("gaussian", "bernoulli", "categorical")
 
 
 @dataclasses.dataclass
@@ -85,6 +96,9 @@ class TrainConfig:
     eval_every: int = 1
     train_examples: int = 0
     checkpoint_every: int = 1
+    latent_type: str = "gaussian"
+    num_classes: int = 2
+    temperature: float = 1.0
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first invalid field."""
@@ -116,7 +130,24 @@ class TrainConfig:
             raise ValueError(
                 f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
             )
-        registry.get_estimator(self.objective, self.estimator).check_num_samples(self.num_samples)
+        spec = registry.get_estimator(self.objective, self.estimator)
+        spec.check_num_samples(self.num_samples)
+        if self.latent_type not in LATENT_TYPES:
+            raise ValueError(
+                f"`latent_type` must be one of {list(LATENT_TYPES)}, got {self.latent_type!r}."
+            )
+        if self.latent_type != "gaussian" and not spec.discrete_ok:
+            ok = [s.key for s in registry.estimators() if s.discrete_ok]
+            raise ValueError(
+                f"`estimator` {spec.key} needs a reparameterised q, but `latent_type` is "
+                f"{self.latent_type!r}; choose one of {ok}."
+            )
+        if self.latent_type == "categorical" and (
+            not isinstance(self.num_classes, int) or self.num_classes < 2
+        ):
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {self.num_classes!r}.")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
         return self
 
 
@@ -161,26 +192,42 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
     `num_train` (training examples) is needed by the "burda" schedule, whose stages are
     counted in passes over the data.
     """
-    vae = make_mlp_vae(
-        data_dim=data_dim,
-        latent_dim=config.latent_dim,
-        hidden=tuple(config.hidden),
-        activation=config.activation,
-        prior=config.prior,
-        rngs=config.seed,
-    )
+    if config.latent_type == "gaussian":
+        vae = make_mlp_vae(
+            data_dim=data_dim,
+            latent_dim=config.latent_dim,
+            hidden=tuple(config.hidden),
+            activation=config.activation,
+            prior=config.prior,
+            rngs=config.seed,
+        )
+    else:  # binary / grouped one-hot latents, Bernoulli prior with learnable logits
+        vae = make_binary_vae(
+            data_dim,
+            config.latent_dim,
+            tuple(config.hidden),
+            config.activation,
+            rngs=config.seed,
+            latent_type=config.latent_type,
+            num_classes=config.num_classes,
+        )
     graphdef, params, rest = split_params(vae)
-    estimator = resolve_estimator(config.objective, config.estimator, config.alpha)
-    loss_fn = make_vae_loss(
-        graphdef,
-        estimator,
-        num_samples=config.num_samples,
-        kl_warmup_steps=config.kl_warmup_steps or None,
-        rest=rest,
-        # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
-        # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
-        monitor=False,
+    estimator = resolve_estimator(
+        config.objective, config.estimator, config.alpha, config.temperature
     )
+    if config.estimator == "nvil" and config.latent_type != "gaussian":
+        loss_fn = _nvil_loss(graphdef, rest, estimator, config.num_samples)
+    else:
+        loss_fn = make_vae_loss(
+            graphdef,
+            estimator,
+            num_samples=config.num_samples,
+            kl_warmup_steps=config.kl_warmup_steps or None,
+            rest=rest,
+            # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
+            # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
+            monitor=False,
+        )
     learning_rate: float | optax.Schedule = config.learning_rate
     if config.lr_schedule == "burda":
         if num_train is None:
@@ -189,6 +236,25 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
         learning_rate = burda_schedule(config.learning_rate, steps)
     optimizer = optax.adam(learning_rate, eps=config.adam_eps)
     return graphdef, params, rest, loss_fn, optimizer
+
+
+def _nvil_loss(graphdef: Any, rest: Any, estimator: Estimator, num_samples: int):
+    """NVIL's loss with the model's own input-dependent baseline network C(x).
+
+    The running normalisation state of `vi_jax.estimators.nvil` is not threaded through
+    the trainer (its step carries no estimator state), so the signal is f - C(x), unscaled.
+    """
+
+    def loss_fn(params: Any, batch: Any, key: jax.Array):
+        x = batch_data(batch)
+        vae = merge_params(graphdef, params, rest)
+        value = estimator(
+            key, vae.log_joint_fn(x), vae.posterior(x), num_samples, baseline=vae.baseline(x)
+        )
+        return -jnp.mean(value), {"bound": jnp.mean(jax.lax.stop_gradient(value))}
+
+    loss_fn.takes_step = False
+    return loss_fn
 
 
 def _binarized_test(config: TrainConfig, xte: np.ndarray) -> np.ndarray:
