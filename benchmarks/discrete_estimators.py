@@ -304,6 +304,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {NAME}", description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--steps", type=int, default=None, help="override every training length")
+    ap.add_argument("--reps", type=int, default=None, help="override gradient draws")
+    ap.add_argument("--images", type=int, default=None, help="override 2^20 test images")
     args = ap.parse_args(argv)
     x_train, x_test, data_name = load_data(args.quick)
     if args.quick:
@@ -317,8 +320,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             images=2,
             big_k=500,
         )
-        grad_labels = ["score_function", "disarm", "gumbel_softmax tau=0.5"]
-        archs, train_labels = ("linear",), ("disarm", "gumbel_softmax tau=0.5")
+        grad_labels = ["disarm", "gumbel_softmax tau=0.5"]
+        archs, train_labels = ("linear",), ("disarm",)
     else:
         cfg = dict(
             grad_d=10,
@@ -331,6 +334,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             big_k=5000,
         )
         grad_labels, archs, train_labels = list(CHOICES), ("linear", "nonlinear"), TRAIN_CHOICES
+    if args.steps:
+        cfg.update(grad_train=args.steps, curve_steps=args.steps, exact_train=args.steps)
+    if args.reps:
+        cfg["reps"] = args.reps
+    if args.images:
+        cfg["images"] = args.images
     cfg.update(gradient_estimators=list(grad_labels), archs=list(archs))
     out = common.out_dir(NAME, args.out)
     t0 = time.perf_counter()
