@@ -141,7 +141,9 @@ def _rainforth_snr(fn, k, n=1000, seed=0):
     def grads(key):
         def objective(mu_, b_):
             def lj(z):
-                return jnp.sum(-0.5 * (z - mu_) ** 2 - 0.5 * (x - z) ** 2 - jnp.log(2 * jnp.pi), -1)
+                return jnp.sum(
+                    -0.5 * (z - mu_) ** 2 - 0.5 * (x - z) ** 2 - jnp.log(2 * jnp.pi), -1
+                )
 
             q = distrax.MultivariateNormalDiag((a * x + b_)[None], scale[None])
             return fn(key, lj, q, k).sum()
