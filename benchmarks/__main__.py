@@ -16,6 +16,7 @@ BENCHMARKS = {
     "iwae_table": "benchmarks.iwae_table",
     "evaluation": "benchmarks.evaluation",
     "bounds": "benchmarks.bounds",
+    "discrete_estimators": "benchmarks.discrete_estimators",
 }
 # Suites run other benchmarks: callable by name, never by --all.
 SUITES = {"gpu_suite": "benchmarks.gpu_suite"}

@@ -123,3 +123,16 @@ def test_objective_option_refusals():
         experiment.TrainConfig(objective="rws", estimator="wake", num_samples=1).validate()
     with pytest.raises(ValueError, match="num_groups"):
         experiment.TrainConfig(num_groups=0).validate()
+
+
+def test_discrete_latent_config_validation():
+    from vi_jax.experiment import TrainConfig as _TC
+
+    _TC(latent_type="bernoulli", estimator="disarm").validate()
+    _TC(latent_type="categorical", estimator="gumbel_softmax", temperature=0.5).validate()
+    with pytest.raises(ValueError, match="elbo/disarm"):
+        _TC(latent_type="bernoulli", estimator="pathwise").validate()
+    with pytest.raises(ValueError, match="`temperature`"):
+        _TC(latent_type="bernoulli", estimator="gumbel_softmax", temperature=0.0).validate()
+    with pytest.raises(ValueError, match="`latent_type`"):
+        _TC(latent_type="poisson").validate()

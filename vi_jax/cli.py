@@ -56,6 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--objective", choices=list(registry.objectives()), default=d.objective)
     t.add_argument("--estimator", default=d.estimator, help=registry.describe())
     t.add_argument(
+        "--latent-type",
+        choices=["gaussian", "bernoulli", "categorical"],
+        default=d.latent_type,
+        help="gaussian (default); bernoulli: --latent binary latents; categorical: --latent "
+        "groups of --num-classes one-hots (needs an estimator that takes a discrete q)",
+    )
+    t.add_argument("--num-classes", type=int, default=d.num_classes)
+    t.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help="relaxation temperature of gumbel_softmax / straight_through",
+    )
+    t.add_argument(
         "-k", "--num-samples", type=int, default=d.num_samples, help="samples per data point (K)"
     )
     t.add_argument("--alpha", type=float, default=d.alpha, help="Renyi order for --objective renyi")

@@ -26,12 +26,14 @@ from vi_jax.estimators.bounds import elbo
 from vi_jax.estimators.thermodynamic import tvo_schedule
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
 from vi_jax.models import (
+    make_binary_vae,
     make_mlp_vae,
     make_two_layer_vae,
     make_vae_loss,
     merge_params,
     split_params,
 )
+from vi_jax.models.loss import batch_data
 from vi_jax.models.view import vae_view
 from vi_jax.training import (
     TrainState,
@@ -69,6 +71,7 @@ def estimator_options(config: TrainConfig) -> dict[str, Any]:
         "num_groups": config.num_groups,
         "beta": config.ciwae_beta,
         "betas": tvo_schedule(config.tvo_partitions),
+        "temperature": config.temperature,
     }
 
 
@@ -78,6 +81,7 @@ MODELS = ("mlp", "two-layer")
 """`mlp`: one stochastic layer. `two-layer`: Burda et al.'s two stochastic layers, z1 of
 width 2 * latent_dim over `hidden`, z2 of width latent_dim over `hidden` halved
 (`--latent 50 --hidden 200,200 --activation tanh` is the paper's 784-200-200-100-100-50)."""
+LATENT_TYPES = ("gaussian", "bernoulli", "categorical")
 
 
 @dataclasses.dataclass
@@ -115,6 +119,9 @@ class TrainConfig:
     eval_every: int = 1
     train_examples: int = 0
     checkpoint_every: int = 1
+    latent_type: str = "gaussian"
+    num_classes: int = 2
+    temperature: float = 1.0
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first invalid field."""
@@ -150,7 +157,24 @@ class TrainConfig:
             raise ValueError(
                 f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
             )
-        registry.get_estimator(self.objective, self.estimator).check_num_samples(self.num_samples)
+        spec = registry.get_estimator(self.objective, self.estimator)
+        spec.check_num_samples(self.num_samples)
+        if self.latent_type not in LATENT_TYPES:
+            raise ValueError(
+                f"`latent_type` must be one of {list(LATENT_TYPES)}, got {self.latent_type!r}."
+            )
+        if self.latent_type != "gaussian" and not spec.discrete_ok:
+            ok = [s.key for s in registry.estimators() if s.discrete_ok]
+            raise ValueError(
+                f"`estimator` {spec.key} needs a reparameterised q, but `latent_type` is "
+                f"{self.latent_type!r}; choose one of {ok}."
+            )
+        if self.latent_type == "categorical" and (
+            not isinstance(self.num_classes, int) or self.num_classes < 2
+        ):
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {self.num_classes!r}.")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
         if not 0.0 <= self.ciwae_beta <= 1.0:
             raise ValueError(f"`ciwae_beta` must be in [0, 1], got {self.ciwae_beta}.")
         if not (self.sleep_weight >= 0 and np.isfinite(self.sleep_weight)):
@@ -203,7 +227,17 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
     `num_train` (training examples) is needed by the "burda" schedule, whose stages are
     counted in passes over the data.
     """
-    if config.model == "two-layer":
+    if config.latent_type != "gaussian":  # binary / grouped one-hot latents
+        vae = make_binary_vae(
+            data_dim,
+            config.latent_dim,
+            tuple(config.hidden),
+            config.activation,
+            rngs=config.seed,
+            latent_type=config.latent_type,
+            num_classes=config.num_classes,
+        )
+    elif config.model == "two-layer":
         vae = make_two_layer_vae(
             data_dim,
             (2 * config.latent_dim, config.latent_dim),
@@ -224,17 +258,20 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
     estimator = registry.get_estimator(config.objective, config.estimator).bind(
         **estimator_options(config)
     )
-    loss_fn = make_vae_loss(
-        graphdef,
-        estimator,
-        num_samples=config.num_samples,
-        kl_warmup_steps=config.kl_warmup_steps or None,
-        rest=rest,
-        sleep_weight=config.sleep_weight,
-        # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
-        # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
-        monitor=False,
-    )
+    if config.estimator == "nvil" and config.latent_type != "gaussian":
+        loss_fn = _nvil_loss(graphdef, rest, estimator, config.num_samples)
+    else:
+        loss_fn = make_vae_loss(
+            graphdef,
+            estimator,
+            num_samples=config.num_samples,
+            kl_warmup_steps=config.kl_warmup_steps or None,
+            rest=rest,
+            sleep_weight=config.sleep_weight,
+            # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
+            # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
+            monitor=False,
+        )
     learning_rate: float | optax.Schedule = config.learning_rate
     if config.lr_schedule == "burda":
         if num_train is None:
@@ -243,6 +280,25 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
         learning_rate = burda_schedule(config.learning_rate, steps)
     optimizer = optax.adam(learning_rate, eps=config.adam_eps)
     return graphdef, params, rest, loss_fn, optimizer
+
+
+def _nvil_loss(graphdef: Any, rest: Any, estimator: Estimator, num_samples: int):
+    """NVIL's loss with the model's own input-dependent baseline network C(x).
+
+    The running normalisation state of `vi_jax.estimators.nvil` is not threaded through
+    the trainer (its step carries no estimator state), so the signal is f - C(x), unscaled.
+    """
+
+    def loss_fn(params: Any, batch: Any, key: jax.Array):
+        x = batch_data(batch)
+        vae = merge_params(graphdef, params, rest)
+        value = estimator(
+            key, vae.log_joint_fn(x), vae.posterior(x), num_samples, baseline=vae.baseline(x)
+        )
+        return -jnp.mean(value), {"bound": jnp.mean(jax.lax.stop_gradient(value))}
+
+    loss_fn.takes_step = False
+    return loss_fn
 
 
 def _binarized_test(config: TrainConfig, xte: np.ndarray) -> np.ndarray:

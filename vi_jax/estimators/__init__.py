@@ -23,6 +23,17 @@ from vi_jax.estimators.control_variates import (
     score_function_control_delta,
     with_control_variate,
 )
+from vi_jax.estimators.discrete import (
+    NVILState,
+    arm,
+    disarm,
+    exact_elbo,
+    gumbel_softmax,
+    nvil,
+    nvil_init,
+    nvil_update,
+    straight_through,
+)
 from vi_jax.estimators.enumeration import (
     EYE_COLOUR_NATIONALITY_TABLE,
     EYE_COLOURS,
@@ -86,6 +97,15 @@ from vi_jax.estimators.weights import (
 )
 
 __all__ = [
+    "NVILState",
+    "arm",
+    "disarm",
+    "exact_elbo",
+    "gumbel_softmax",
+    "nvil",
+    "nvil_init",
+    "nvil_update",
+    "straight_through",
     "measure_valued_jacobians",
     "with_control_variate",
     "score_function_control_delta",

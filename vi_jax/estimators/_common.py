@@ -36,6 +36,8 @@ def is_reparameterized(dist: distrax.Distribution) -> bool:
     """
     if isinstance(dist, distrax.Independent | distrax.Transformed):
         return is_reparameterized(dist.distribution)
+    if getattr(type(dist), "is_discrete", False):  # e.g. vi_jax.families.GroupedOneHot
+        return False
     if not isinstance(dist, distrax.Distribution):  # a TFP distribution says it itself
         return "FULLY_REPARAMETERIZED" in str(getattr(dist, "reparameterization_type", ""))
     if isinstance(dist, _NOT_REPARAMETERIZED):
@@ -53,13 +55,22 @@ def check_args(log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -
     return check_positive_int(num_samples, "num_samples")
 
 
+def discrete_capable() -> list[str]:
+    """`"objective/name"` of every registered estimator with `discrete_ok=True`."""
+    from vi_jax.estimators import registry  # at call time: all modules have registered
+
+    return [s.key for s in registry.estimators() if s.discrete_ok]
+
+
 def require_reparameterized(q: distrax.Distribution, estimator: str) -> None:
-    """Raises TypeError if `q` has no reparameterised sampler."""
+    """Raises TypeError if `q` has no reparameterised sampler, naming the alternatives."""
     if not is_reparameterized(q):
+        inner = q.distribution if isinstance(q, distrax.Independent) else q
         raise TypeError(
-            f"`q` ({type(q).__name__}) is not reparameterisable, but `{estimator}` needs "
-            "pathwise gradients through its samples. Use a score-function estimator "
-            "(`elbo_score_function`, `elbo_score_function_loo`) or `vimco` instead."
+            f"`q` ({type(q).__name__} of {type(inner).__name__}) is not reparameterisable "
+            f"(discrete or mixture), but `{estimator}` needs pathwise gradients through its "
+            "samples. Use an estimator that works with a discrete q: "
+            f"{', '.join(discrete_capable())}."
         )
 
 

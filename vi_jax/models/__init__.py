@@ -1,5 +1,17 @@
 """Models: Flax NNX encoders/decoders, distrax likelihoods and priors, VAE assembly, losses."""
 
+from vi_jax.models.binary_vae import (
+    LATENT_TYPES,
+    BernoulliEncoder,
+    BernoulliPrior,
+    BinaryVAE,
+    CategoricalEncoder,
+    CategoricalPrior,
+    lecture_binary_vae,
+    linear_binary_vae,
+    make_binary_vae,
+    nonlinear_binary_vae,
+)
 from vi_jax.models.encoders import (
     DEFAULT_MIN_SCALE,
     GaussianEncoder,
@@ -52,6 +64,16 @@ from vi_jax.models.vae import (
 from vi_jax.models.view import vae_view
 
 __all__ = [
+    "LATENT_TYPES",
+    "BernoulliEncoder",
+    "BernoulliPrior",
+    "BinaryVAE",
+    "CategoricalEncoder",
+    "CategoricalPrior",
+    "lecture_binary_vae",
+    "linear_binary_vae",
+    "make_binary_vae",
+    "nonlinear_binary_vae",
     "ACTIVATIONS",
     "DEFAULT_MIN_SCALE",
     "LIKELIHOODS",
