@@ -7,7 +7,8 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from vi_jax.experiment import OBJECTIVES, TrainConfig
+from vi_jax.estimators import registry
+from vi_jax.experiment import TrainConfig
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -46,19 +47,38 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="e.g. 400 or 200,200")
     t.add_argument("--activation", default=d.activation)
     t.add_argument("--prior", choices=["normal", "laplace", "mog"], default=d.prior)
-    t.add_argument("--objective", choices=list(OBJECTIVES), default=d.objective)
-    t.add_argument(
-        "--estimator",
-        default=d.estimator,
-        help=(
-            "elbo: pathwise|stl|score_function|score_function_loo; "
-            "iwae: pathwise|stl|dreg|vimco; renyi: pathwise"
-        ),
-    )
+    t.add_argument("--objective", choices=list(registry.objectives()), default=d.objective)
+    t.add_argument("--estimator", default=d.estimator, help=registry.describe())
     t.add_argument(
         "-k", "--num-samples", type=int, default=d.num_samples, help="samples per data point (K)"
     )
     t.add_argument("--alpha", type=float, default=d.alpha, help="Renyi order for --objective renyi")
+    t.add_argument(
+        "-m",
+        "--num-groups",
+        type=int,
+        default=d.num_groups,
+        help="M groups of K samples for --objective miwae|piwae",
+    )
+    t.add_argument(
+        "--beta",
+        type=float,
+        default=d.ciwae_beta,
+        dest="ciwae_beta",
+        help="CIWAE mixture weight in [0, 1] (1 = ELBO, 0 = IWAE)",
+    )
+    t.add_argument(
+        "--tvo-partitions",
+        type=int,
+        default=d.tvo_partitions,
+        help="TVO partitions of [0, 1] (log-spaced from 0.01)",
+    )
+    t.add_argument(
+        "--sleep-weight",
+        type=float,
+        default=d.sleep_weight,
+        help="--objective rws: weight of the sleep-phi term (0 = wake only)",
+    )
     t.add_argument("--kl-warmup-steps", type=int, default=d.kl_warmup_steps)
     t.add_argument("--binarize", choices=["dynamic", "static"], default=d.binarize)
     t.add_argument("--seed", type=int, default=d.seed)

@@ -7,12 +7,10 @@ here; notebooks and benchmarks call them directly.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ import optax
 
 from vi_jax import data as vdata
 from vi_jax import plotting
-from vi_jax.estimators import gradients as G
+from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
+from vi_jax.estimators.thermodynamic import tvo_schedule
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
 from vi_jax.models import make_mlp_vae, make_vae_loss, merge_params, split_params
 from vi_jax.models.view import vae_view
@@ -36,47 +35,35 @@ from vi_jax.training import (
     make_epoch_fn,
     make_train_step,
 )
-
-OBJECTIVES = ("elbo", "iwae", "renyi")
-_ESTIMATORS_BY_OBJECTIVE: dict[str, dict[str, Callable]] = {
-    "elbo": {
-        "pathwise": G.elbo_pathwise,
-        "stl": G.elbo_stl,
-        "score_function": G.elbo_score_function,
-        "score_function_loo": G.elbo_score_function_loo,
-    },
-    "iwae": {
-        "pathwise": G.iwae_pathwise,
-        "stl": G.iwae_stl,
-        "dreg": G.iwae_dreg,
-        "vimco": G.vimco,
-    },
-    "renyi": {"pathwise": G.renyi_pathwise},
-}
+from vi_jax.types import Estimator
 
 
-def resolve_estimator(objective: str, estimator: str, alpha: float = 0.5) -> Callable:
-    """The gradient-estimator function for an objective name and an estimator name.
+def resolve_estimator(
+    objective: str, estimator: str, alpha: float = 0.5, **options: Any
+) -> Estimator:
+    """The registered gradient estimator for an objective and an estimator name.
 
     Args:
-      objective: "elbo", "iwae" or "renyi".
-      estimator: for "elbo": pathwise, stl, score_function, score_function_loo; for
-        "iwae": pathwise, stl, dreg, vimco; for "renyi": pathwise.
-      alpha: the Renyi order (used by "renyi" only).
+      objective: a registered objective (`registry.objectives()`).
+      estimator: a name registered for it (`registry.describe()` lists them).
+      alpha: the Renyi order, bound where the estimator takes it.
+      **options: further options (`num_groups`, `beta`, `betas`, ...), each bound only
+        where the estimator takes it.
 
     Returns:
       `estimator(key, log_joint, q, num_samples) -> [batch]`.
     """
-    if objective not in _ESTIMATORS_BY_OBJECTIVE:
-        raise ValueError(f"`objective` must be one of {list(OBJECTIVES)}, got {objective!r}.")
-    table = _ESTIMATORS_BY_OBJECTIVE[objective]
-    if estimator not in table:
-        raise ValueError(
-            f"`estimator` {estimator!r} is not available for objective {objective!r}; "
-            f"choose one of {sorted(table)}."
-        )
-    fn = table[estimator]
-    return functools.partial(fn, alpha=alpha) if objective == "renyi" else fn
+    return registry.get_estimator(objective, estimator).bind(alpha=alpha, **options)
+
+
+def estimator_options(config: TrainConfig) -> dict[str, Any]:
+    """The estimator options a configuration sets (bound where an estimator takes them)."""
+    return {
+        "alpha": config.alpha,
+        "num_groups": config.num_groups,
+        "beta": config.ciwae_beta,
+        "betas": tvo_schedule(config.tvo_partitions),
+    }
 
 
 # "burda": 3^i passes at learning_rate * 10^(-i/7), i = 0..7 (Burda et al. 2016).
@@ -105,6 +92,10 @@ class TrainConfig:
     estimator: str = "pathwise"
     num_samples: int = 1
     alpha: float = 0.5
+    num_groups: int = 1
+    ciwae_beta: float = 0.5
+    tvo_partitions: int = 5
+    sleep_weight: float = 0.0
     kl_warmup_steps: int = 0
     binarize: str = "dynamic"
     seed: int = 0
@@ -125,6 +116,8 @@ class TrainConfig:
             "batch_size",
             "latent_dim",
             "num_samples",
+            "num_groups",
+            "tvo_partitions",
             "eval_samples",
             "eval_every",
             "checkpoint_every",
@@ -144,10 +137,14 @@ class TrainConfig:
             raise ValueError(
                 f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
             )
-        resolve_estimator(self.objective, self.estimator, self.alpha)
-        if self.estimator in ("score_function_loo", "vimco") and self.num_samples < 2:
+        registry.get_estimator(self.objective, self.estimator).check_num_samples(self.num_samples)
+        if not 0.0 <= self.ciwae_beta <= 1.0:
+            raise ValueError(f"`ciwae_beta` must be in [0, 1], got {self.ciwae_beta}.")
+        if not (self.sleep_weight >= 0 and np.isfinite(self.sleep_weight)):
+            raise ValueError(f"`sleep_weight` must be >= 0, got {self.sleep_weight}.")
+        if self.sleep_weight and self.objective != "rws":
             raise ValueError(
-                f"`num_samples` must be >= 2 for {self.estimator}, got {self.num_samples}."
+                f"`sleep_weight` applies to --objective rws only, got objective {self.objective!r}."
             )
         return self
 
@@ -202,13 +199,16 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
         rngs=config.seed,
     )
     graphdef, params, rest = split_params(vae)
-    estimator = resolve_estimator(config.objective, config.estimator, config.alpha)
+    estimator = registry.get_estimator(config.objective, config.estimator).bind(
+        **estimator_options(config)
+    )
     loss_fn = make_vae_loss(
         graphdef,
         estimator,
         num_samples=config.num_samples,
         kl_warmup_steps=config.kl_warmup_steps or None,
         rest=rest,
+        sleep_weight=config.sleep_weight,
         # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
         # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
         monitor=False,

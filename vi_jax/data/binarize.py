@@ -28,8 +28,8 @@ import numpy as np
 from vi_jax import _validation
 from vi_jax.data import _cache
 from vi_jax.data.mnist import Dataset, _check_split, load_mnist
+from vi_jax.types import Array
 
-Array = jax.Array
 _log = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1

@@ -21,8 +21,7 @@ import numpy as np
 
 from vi_jax import _validation
 from vi_jax.data.mnist import Dataset
-
-Array = jax.Array
+from vi_jax.types import Array
 
 
 def load_digits() -> Dataset:

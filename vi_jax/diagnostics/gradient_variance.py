@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from vi_jax._validation import check_callable, check_positive_int
-
-Array = jax.Array
+from vi_jax.types import Array
 
 
 def gradient_statistics(

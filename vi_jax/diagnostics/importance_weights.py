@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import distrax
-import jax
 
 from vi_jax._validation import check_callable, check_positive_int
 from vi_jax.estimators.bounds import log_weights
 from vi_jax.estimators.weights import effective_sample_size, pareto_khat
-
-Array = jax.Array
+from vi_jax.types import Array
 
 
 def weight_diagnostics(

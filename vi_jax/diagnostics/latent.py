@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import distrax
-import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from vi_jax.types import Array
 
 
 def _diag_gaussian(dist: distrax.Distribution, name: str) -> tuple[Array, Array]:

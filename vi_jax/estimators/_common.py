@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
 
 import distrax
 import jax
@@ -13,9 +12,7 @@ from vi_jax._validation import check_callable, check_positive_int
 
 # log mean exp over samples, -inf (not NaN, with zero gradient) for all-zero weights.
 from vi_jax.estimators.weights import _log_mean_exp as log_mean_exp  # noqa: F401
-
-Array = jax.Array
-LogJoint = Callable[[Array], Array]
+from vi_jax.types import Array, LogJoint
 
 # Distributions whose samples carry no pathwise gradient in distrax.
 _NOT_REPARAMETERIZED = (
@@ -107,3 +104,16 @@ def draw(
 def sample_shape_of(q: distrax.Distribution, num_samples: int) -> tuple[int, ...]:
     """`(num_samples, *q.batch_shape)`: the shape of log-weights."""
     return (num_samples, *q.batch_shape)
+
+
+def snis_weights(log_w: Array, axis: int = 0) -> Array:
+    """Self-normalised weights over `axis`; 0 for an all -inf row, NaN if any entry is NaN."""
+    m = jnp.max(log_w, axis=axis, keepdims=True)
+    empty = jnp.isneginf(m)
+    e = jnp.exp(log_w - jnp.where(empty, 0.0, m))
+    return jnp.where(empty, 0.0, e / jnp.sum(e, axis=axis, keepdims=True))
+
+
+def weighted_sum(weights: Array, values: Array, axis: int = 0) -> Array:
+    """Sum over `axis` of weights * values, reading 0 * (-inf) as 0; NaN stays NaN."""
+    return jnp.sum(jnp.where(weights == 0, 0.0, weights * values), axis=axis)

@@ -18,7 +18,7 @@ import distrax
 import jax.numpy as jnp
 
 from vi_jax.estimators import _common
-from vi_jax.estimators._common import Array, LogJoint
+from vi_jax.types import Array, LogJoint
 
 
 def log_weights(

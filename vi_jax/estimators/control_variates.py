@@ -41,8 +41,8 @@ from vi_jax.estimators.baselines import (
     moving_average_baseline,
     moving_average_init,
 )
+from vi_jax.types import Array
 
-Array = jax.Array
 PyTree = Any
 sg = jax.lax.stop_gradient
 

@@ -31,9 +31,7 @@ from vi_jax._validation import (
     is_concrete,
 )
 from vi_jax.estimators.weights import _safe_logsumexp
-
-Array = jax.Array
-LogJoint = Callable[[Array], Array]
+from vi_jax.types import Array, LogJoint
 
 # Enumerating {0,1}^D by int32 indices: 2^30 is the largest power of two we index.
 _MAX_BINARY_LATENTS = 30

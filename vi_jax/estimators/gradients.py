@@ -35,10 +35,11 @@ import jax
 import jax.numpy as jnp
 
 from vi_jax._validation import check_finite
-from vi_jax.estimators import _common
-from vi_jax.estimators._common import Array, LogJoint
+from vi_jax.estimators import _common, registry
 from vi_jax.estimators.baselines import MovingAverage
 from vi_jax.estimators.bounds import _check_alpha, renyi_from_log_weights
+from vi_jax.estimators.registry import EstimatorSpec
+from vi_jax.types import Array, LogJoint
 
 sg = jax.lax.stop_gradient
 
@@ -354,6 +355,51 @@ def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> A
     return dataclasses.replace(state, average=average).update(value).average
 
 
+_SPECS = (
+    EstimatorSpec("elbo", "pathwise", elbo_pathwise, summary="reparameterised ELBO gradient"),
+    EstimatorSpec("elbo", "stl", elbo_stl, summary="sticking the landing: score term dropped"),
+    EstimatorSpec(
+        "elbo",
+        "score_function",
+        elbo_score_function,
+        needs_reparam=False,
+        discrete_ok=True,
+        options=("baseline",),
+        summary="REINFORCE, optional baseline",
+    ),
+    EstimatorSpec(
+        "elbo",
+        "score_function_loo",
+        elbo_score_function_loo,
+        min_samples=2,
+        needs_reparam=False,
+        discrete_ok=True,
+        summary="REINFORCE with the leave-one-out baseline",
+    ),
+    EstimatorSpec("iwae", "pathwise", iwae_pathwise, summary="reparameterised IWAE gradient"),
+    EstimatorSpec("iwae", "stl", iwae_stl, summary="IWAE-STL (biased for K > 1)"),
+    EstimatorSpec("iwae", "dreg", iwae_dreg, summary="doubly reparameterised IWAE gradient"),
+    EstimatorSpec(
+        "iwae",
+        "vimco",
+        vimco,
+        min_samples=2,
+        needs_reparam=False,
+        discrete_ok=True,
+        summary="VIMCO leave-one-out learning signals",
+    ),
+    EstimatorSpec(
+        "renyi",
+        "pathwise",
+        renyi_pathwise,
+        options=("alpha",),
+        summary="reparameterised Renyi-bound gradient",
+    ),
+)
+for _spec in _SPECS:
+    registry.register(_spec)
+
+# Legacy flat names (kept importable); new code uses `registry.get_estimator`.
 ESTIMATORS = {
     "pathwise": elbo_pathwise,
     "stl": elbo_stl,
@@ -364,4 +410,4 @@ ESTIMATORS = {
     "dreg": iwae_dreg,
     "vimco": vimco,
 }
-"""Registry name -> estimator, for configuration files and command lines."""
+"""Legacy flat name -> estimator; use `vi_jax.estimators.registry` instead."""

@@ -39,9 +39,7 @@ from vi_jax.estimators.weights import (
     _log_stderr_of_mean,
     _normalized_weights,
 )
-
-Array = jax.Array
-LogJoint = Callable[[Array], Array]
+from vi_jax.types import Array, LogJoint
 
 _DISTRIBUTION_TYPES = typing.get_args(distrax.DistributionLike)
 

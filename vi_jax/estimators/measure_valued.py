@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import check_callable, check_positive_int, is_concrete
-
-Array = jax.Array
+from vi_jax.types import Array
 
 
 def measure_valued_jacobians(

@@ -29,8 +29,8 @@ from vi_jax._validation import (
     check_positive_int,
     check_rank_at_least,
 )
+from vi_jax.types import Array
 
-Array = jax.Array
 Sampler = distrax.Distribution | Callable[[Array, int], Array]
 
 _DISTRIBUTION_TYPES = typing.get_args(distrax.DistributionLike)

@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vi_jax._validation import check_positive_int
-
-Array = jax.Array
+from vi_jax.types import Array
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

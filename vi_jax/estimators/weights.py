@@ -22,8 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import check_not_nan, check_rank_at_least, is_concrete
-
-Array = jax.Array
+from vi_jax.types import Array
 
 PARETO_K_THRESHOLD = 0.7
 """k-hat above this means the importance-sampling estimate is unreliable (PSIS paper)."""

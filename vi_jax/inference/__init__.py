@@ -1,10 +1,11 @@
 """Inference: evaluation, per-datapoint SVI, semi-amortised refinement, inference gaps."""
 
 from vi_jax.inference import svi as svi
-from vi_jax.inference.evaluate import Evaluation, ModelView, active_units, evaluate_model
+from vi_jax.inference.evaluate import Evaluation, active_units, evaluate_model
 from vi_jax.inference.gaps import gaps_table, inference_gaps
 from vi_jax.inference.refine import refine, refine_view
 from vi_jax.inference.svi import SVIState, fit_local, make_q, svi_theta_step
+from vi_jax.types import ModelView
 
 __all__ = [
     "Evaluation",

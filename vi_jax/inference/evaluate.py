@@ -26,27 +26,7 @@ from vi_jax._validation import check_finite, check_positive_float, check_positiv
 from vi_jax.diagnostics.latent import active_units as latent_activity
 from vi_jax.estimators import bounds
 from vi_jax.estimators.importance import importance_log_marginal
-
-Array = jax.Array
-
-
-class ModelView(NamedTuple):
-    """What evaluation needs of a model for a batch x `[B, data]`.
-
-    Attributes:
-      log_joint: `z [K, B, latent] -> log p(x, z) [K, B]`.
-      posterior: q(z | x), batch `[B]`, event `[latent]`.
-      log_likelihood: `z [K, B, latent] -> log p(x | z) [K, B]`.
-      prior: p(z), event `[latent]`.
-    """
-
-    log_joint: Callable[[Array], Array]
-    posterior: distrax.Distribution
-    log_likelihood: Callable[[Array], Array]
-    prior: distrax.Distribution
-
-
-ModelFn = Callable[[Any, Array], ModelView]
+from vi_jax.types import Array, ModelFn
 
 
 class Evaluation(NamedTuple):

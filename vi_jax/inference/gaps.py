@@ -26,9 +26,7 @@ from vi_jax.estimators import bounds
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.estimators.importance import importance_log_marginal
 from vi_jax.inference import svi
-from vi_jax.inference.evaluate import ModelView
-
-Array = jax.Array
+from vi_jax.types import Array, ModelView
 
 
 def inference_gaps(

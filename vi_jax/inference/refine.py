@@ -18,9 +18,7 @@ import optax
 from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.inference import svi
-from vi_jax.inference.evaluate import ModelView
-
-Array = jax.Array
+from vi_jax.types import Array, ModelView
 
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
 

@@ -43,10 +43,7 @@ import optax
 
 from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.gradients import elbo_pathwise
-
-Array = jax.Array
-LogJoint = Callable[[Array], Array]
-Estimator = Callable[..., Array]
+from vi_jax.types import Array, Estimator, LogJoint
 
 FAMILIES = ("meanfield", "fullrank")
 

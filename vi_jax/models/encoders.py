@@ -12,8 +12,7 @@ from flax import nnx
 
 from vi_jax._validation import check_positive_float
 from vi_jax.models.networks import MLP, check_width
-
-Array = jax.Array
+from vi_jax.types import Array
 
 DEFAULT_MIN_SCALE = 1e-4
 """Floor added to every softplus scale so that a scale is never zero."""

@@ -14,17 +14,16 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import distrax
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.bounds import kl_divergence
-from vi_jax.models.functional import merge_params
+from vi_jax.estimators.wake_sleep import sleep_phi
+from vi_jax.models.view import vae_view
+from vi_jax.types import Array, Estimator
 
-Array = jax.Array
-Estimator = Callable[[Array, Callable[[Array], Array], distrax.Distribution, int], Array]
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 sg = jax.lax.stop_gradient
@@ -79,6 +78,7 @@ def make_vae_loss(
     kl_warmup_steps: int | None = None,
     rest: nnx.State | None = None,
     monitor: bool = True,
+    sleep_weight: float = 0.0,
 ) -> LossFn:
     """Builds the training loss of a VAE for one gradient estimator.
 
@@ -108,6 +108,11 @@ def make_vae_loss(
       kl_warmup_steps: N >= 1 for a linear warm-up of beta from 0 to `beta` over N steps
         (then the loss takes `step`).
       rest: non-parameter state from `split_params` (None if empty).
+      sleep_weight: lambda >= 0: adds lambda * mean sleep-phi term, log q(z_s | x_s) at
+        (z_s, x_s) simulated from the model (`vi_jax.estimators.sleep_phi`; the
+        simulation carries no gradient, so only q's parameters are trained by it), to the
+        objective: the wake/sleep mix of reweighted wake-sleep. Needs a model whose view
+        can `simulate`.
       monitor: also report `kl` and `recon` in aux. They are computed on
         stop-gradient copies (no backward pass); their forward pass repeats the
         estimator's (same key, same samples) and XLA's common-subexpression elimination
@@ -133,6 +138,8 @@ def make_vae_loss(
             f"(`graphdef, params, rest = split_params(vae)`), got {type(graphdef).__name__}."
         )
     check_callable(estimator, "estimator")
+    view = vae_view(graphdef, rest)
+    sleep_weight = check_positive_float(sleep_weight, "sleep_weight", allow_zero=True)
     num_samples = check_positive_int(num_samples, "num_samples")
     beta_const, schedule = _beta_schedule(beta, kl_warmup_steps)
     weighted = schedule is not None or beta_const != 1.0
@@ -140,13 +147,9 @@ def make_vae_loss(
 
     def compute(params: nnx.State, batch: Any, key: Array, beta_t: Array | float | None):
         x = batch_data(batch)
-        vae = merge_params(graphdef, params, rest)
-        q = vae.posterior(x)
-        prior = vae.prior_distribution()
-        log_likelihood = vae.log_likelihood_fn(x)
-
-        def log_joint(z: Array) -> Array:
-            return prior.log_prob(z) + log_likelihood(z)
+        model = view(params, x)
+        q, log_likelihood = model.posterior, model.log_likelihood
+        log_joint = model.log_joint
 
         bound = estimator(key, log_joint, q, num_samples)
         if tuple(jnp.shape(bound)) != tuple(q.batch_shape):
@@ -162,16 +165,21 @@ def make_vae_loss(
             beta_t = jnp.asarray(beta_t, dtype=bound.dtype)
             objective = beta_t * bound + (1.0 - beta_t) * recon
             aux["beta"] = sg(beta_t)
+        if sleep_weight:
+            if model.simulate is None:
+                raise ValueError("`sleep_weight` > 0 needs a model that can simulate (z, x).")
+            z_sim, x_sim = model.simulate(jax.random.fold_in(key, 1), x.shape[0])
+            q_sim = view(params, sg(x_sim)).posterior
+            sleep = jnp.mean(sleep_phi(q_sim, z_sim))
+            objective = objective + sleep_weight * sleep
+            aux["sleep"] = sg(sleep)
         if monitor:
-            # Stop-gradient copies: no backward pass. The forward repeats the
-            # estimator's (same key -> same z), so XLA's CSE shares the encoder and
-            # decoder computations instead of running them twice.
-            mon = merge_params(graphdef, sg(params), rest)
-            q_m = mon.posterior(x)
-            prior_m = mon.prior_distribution()
-            z_m = q_m.sample(seed=key, sample_shape=(num_samples,))
-            aux["recon"] = jnp.mean(mon.log_likelihood_fn(x)(z_m))
-            aux["kl"] = jnp.mean(kl_divergence(key, q_m, prior_m, z=z_m))
+            # Stop-gradient outputs: no backward pass, and no second model rebuild. The
+            # samples repeat the estimator's (same key -> same z), so XLA's CSE shares
+            # the encoder and decoder computations instead of running them twice.
+            z_m = sg(q.sample(seed=key, sample_shape=(num_samples,)))
+            aux["recon"] = sg(jnp.mean(log_likelihood(z_m)))
+            aux["kl"] = sg(jnp.mean(kl_divergence(key, q, model.prior, z=z_m)))
         return -jnp.mean(objective), aux
 
     if takes_step:

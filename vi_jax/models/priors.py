@@ -14,8 +14,7 @@ from flax import nnx
 from vi_jax._validation import check_positive_float
 from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
 from vi_jax.models.networks import as_rngs, check_width
-
-Array = jax.Array
+from vi_jax.types import Array
 
 
 class StandardNormalPrior(nnx.Module):

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from vi_jax.inference.evaluate import ModelView
 from vi_jax.models.functional import merge_params
+from vi_jax.types import ModelView
 
 
 def vae_view(
@@ -33,6 +33,7 @@ def vae_view(
             posterior=vae.posterior(x),
             log_likelihood=vae.log_likelihood_fn(x),
             prior=vae.prior_distribution(),
+            simulate=vae.simulate,
         )
 
     return view

@@ -19,8 +19,7 @@ import orbax.checkpoint as ocp
 
 from vi_jax._validation import check_positive_int
 from vi_jax.training._keys import as_typed_key
-
-PyTree = Any
+from vi_jax.types import PyTree
 
 _FORMAT_VERSION = 1
 

@@ -42,10 +42,8 @@ from vi_jax.training.sharding import (
     replicated_sharding,
 )
 from vi_jax.training.step import tree_select
+from vi_jax.types import Array, PyTree, TrainStep
 
-Array = jax.Array
-PyTree = Any
-TrainStep = Callable[[PyTree, PyTree, Array], tuple[PyTree, dict[str, Array]]]
 Preprocess = Callable[[Array, PyTree], PyTree]
 EvalFn = Callable[[PyTree, int], Mapping[str, Any]]
 

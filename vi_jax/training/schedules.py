@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from vi_jax._validation import check_positive_float, check_positive_int
-
-Array = jax.Array
+from vi_jax.types import Array
 
 
 def burda_schedule(

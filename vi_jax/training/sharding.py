@@ -19,8 +19,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vi_jax._validation import check_positive_int
-
-PyTree = Any
+from vi_jax.types import PyTree
 
 DATA_AXIS = "data"
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-Array = jax.Array
-PyTree = Any
+from vi_jax.types import Array, PyTree
 
 
 class TrainState(NamedTuple):

@@ -11,12 +11,10 @@ import optax
 
 from vi_jax._validation import check_callable
 from vi_jax.training.state import TrainState
+from vi_jax.types import Array, PyTree
 
-Array = jax.Array
-PyTree = Any
 Metrics = dict[str, Array]
 LossFn = Callable[..., tuple[Array, Mapping[str, Array]]]
-TrainStep = Callable[[PyTree, PyTree, Array], tuple[PyTree, Metrics]]
 
 # Metric names the step itself writes; a loss's aux may not reuse them.
 RESERVED_METRICS = ("loss", "grad_norm", "finite")
