@@ -4,6 +4,7 @@ Imports only jax, distrax, chex and numpy. Conventions: docs/CONVENTIONS.md.
 """
 
 from vi_jax.estimators._common import is_reparameterized
+from vi_jax.estimators.baselines import MovingAverage
 from vi_jax.estimators.bounds import (
     cubo,
     elbo,
@@ -16,8 +17,9 @@ from vi_jax.estimators.bounds import (
 )
 from vi_jax.estimators.control_variates import (
     ControlVariate,
-    MovingAverage,
     control_delta,
+    control_variates_jacobians,
+    estimate_control_variate_coefficients,
     moving_average_baseline,
     moving_average_init,
     score_function_control_delta,
@@ -65,6 +67,12 @@ from vi_jax.estimators.importance import (
     importance_log_marginal,
     snis_expectation,
     uniform_log_marginal,
+)
+from vi_jax.estimators.jacobians import (
+    diag_normal_log_scale,
+    measure_valued_param_jacobians,
+    pathwise_jacobians,
+    score_function_jacobians,
 )
 from vi_jax.estimators.measure_valued import measure_valued_jacobians
 from vi_jax.estimators.monte_carlo import MCEstimate, mc_expectation, mc_mean_and_stderr
@@ -114,6 +122,12 @@ __all__ = [
     "control_delta",
     "MovingAverage",
     "ControlVariate",
+    "control_variates_jacobians",
+    "estimate_control_variate_coefficients",
+    "score_function_jacobians",
+    "pathwise_jacobians",
+    "measure_valued_param_jacobians",
+    "diag_normal_log_scale",
     "ESTIMATORS",
     "EYE_COLOURS",
     "EYE_COLOUR_NATIONALITY_TABLE",

@@ -27,6 +27,7 @@ sum_k w~_k grad log p(x, z_k) (L_K).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import distrax
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 
 from vi_jax._validation import check_finite
 from vi_jax.estimators import _common, registry
+from vi_jax.estimators.baselines import MovingAverage
 from vi_jax.estimators.bounds import _check_alpha, renyi_from_log_weights
 from vi_jax.estimators.registry import EstimatorSpec
 from vi_jax.types import Array, LogJoint
@@ -236,27 +238,30 @@ def elbo_score_function(
     q: distrax.Distribution,
     num_samples: int = 1,
     *,
-    baseline: Array | float | None = None,
+    baseline: MovingAverage | Array | float | None = None,
 ) -> Array:
     """Score-function (REINFORCE, likelihood-ratio) estimator of the ELBO gradient.
 
     phi gradient: mean_k (f_k - b) grad_phi log q(z_k), f_k = log p(x, z_k) - log q(z_k).
     Needs only log q differentiable in phi (discrete q is fine); unbiased for any b that
-    does not depend on z_1..K, e.g. a moving average of past ELBO values carried by the
-    caller (update it with the returned value, held by stop_gradient).
+    does not depend on z_1..K, e.g. a `MovingAverage` of past ELBO values carried by the
+    caller (`avg = avg.update(surrogate)` after the step).
 
     Args:
       key: PRNG key.
       log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
       q: variational distribution (any), batch `[*batch]`.
       num_samples: K >= 1 (static).
-      baseline: None (b = 0), a scalar or an array broadcastable to `[*batch]`.
+      baseline: None (b = 0), a scalar, an array broadcastable to `[*batch]`, or a
+        `MovingAverage` of such a shape (its `value()`).
 
     Returns:
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = score-function
       gradient (theta gradient: mean_k grad_theta log p(x, z_k)).
     """
     f, log_q, _ = _score_function_parts(key, log_joint, q, num_samples)
+    if isinstance(baseline, MovingAverage):
+        baseline = baseline.value()
     if baseline is None:
         baseline = 0.0
     else:
@@ -332,7 +337,10 @@ def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples:
 
 
 def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> Array:
-    """Exponential moving average for a score-function baseline: d * avg + (1 - d) * value.
+    """One raw (not debiased) moving-average step, d * avg + (1 - d) * value.
+
+    Kept for older code; `MovingAverage` (init / value / update, zero-debiased) is the
+    library's moving average and what `baseline=` accepts.
 
     Args:
       average: current baseline, scalar or `[*batch]`.
@@ -342,9 +350,9 @@ def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> A
     Returns:
       The updated baseline, same shape as `average`.
     """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"`decay` must be in [0, 1), got {decay}.")
-    return decay * average + (1.0 - decay) * sg(value)
+    average = jnp.asarray(average, jnp.result_type(average, float))
+    state = MovingAverage.init(jnp.shape(average), decay=decay, zero_debias=False)
+    return dataclasses.replace(state, average=average).update(value).average
 
 
 _SPECS = (
