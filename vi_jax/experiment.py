@@ -284,7 +284,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
         xtr = np.asarray(vdata.static_binarize(xtr, seed=config.seed), np.float32)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
-    step = make_train_step(loss_fn, optimizer, with_step=bool(config.kl_warmup_steps))
+    step = make_train_step(loss_fn, optimizer)
     preprocess = None
     if config.binarize == "dynamic" and config.dataset != "synthetic":
         preprocess = vdata.dynamic_binarize
