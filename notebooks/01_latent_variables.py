@@ -5,10 +5,10 @@
 # p(x, z); the evidence p(x) is obtained by *summing the latent out*. We
 #
 # 1. marginalise the lecture's eye-colour × nationality table by summation (and in log
-#    space with `vj.log_marginal_table`), and see that the printed entries sum to
+#    space with `vj.estimators.log_marginal_table`), and see that the printed entries sum to
 #    0.99, not the slide's 1.00;
 # 2. count the terms of the same sum for D binary latents: 2^D;
-# 3. time exact chunked enumeration (`vj.enumerate_binary_log_marginal`) as D grows.
+# 3. time exact chunked enumeration (`vj.estimators.enumerate_binary_log_marginal`) as D grows.
 
 # %%
 import os
@@ -32,9 +32,9 @@ print("notebook size:", SIZE)
 # over each row: p(colour) = Σ_nationality p(colour, nationality).
 
 # %%
-table = np.asarray(vj.EYE_COLOUR_NATIONALITY_TABLE)
-print("".ljust(8) + "".join(n.rjust(9) for n in vj.NATIONALITIES) + "    row sum")
-for colour, row in zip(vj.EYE_COLOURS, table, strict=True):
+table = np.asarray(vj.estimators.EYE_COLOUR_NATIONALITY_TABLE)
+print("".ljust(8) + "".join(n.rjust(9) for n in vj.estimators.NATIONALITIES) + "    row sum")
+for colour, row in zip(vj.estimators.EYE_COLOURS, table, strict=True):
     print(colour.ljust(8) + "".join(f"{v:9.2f}" for v in row) + f"    {row.sum():7.2f}")
 print("column sums".ljust(8), np.round(table.sum(axis=0), 2))
 print(f"total = {table.sum():.2f}")
@@ -43,30 +43,30 @@ print(f"total = {table.sum():.2f}")
 # The row sums are brown 0.19, blue 0.37, green 0.43: **total 0.99**. The slide quotes
 # p(green) = 0.44 and a total of 1.00, which its own printed entries do not give. The
 # table as printed is therefore not quite a distribution; dividing by its total fixes
-# that (`vj.normalise_table`). The same marginal, computed in log space (a
+# that (`vj.estimators.normalise_table`). The same marginal, computed in log space (a
 # `logsumexp` instead of a sum, which is how it is done when the terms are tiny):
 
 # %%
 p_colour = table.sum(axis=1)
-log_p_colour = vj.log_marginal_table(jnp.log(table), axis=1)
-normalised = np.asarray(vj.normalise_table(table))
+log_p_colour = vj.estimators.log_marginal_table(jnp.log(table), axis=1)
+normalised = np.asarray(vj.estimators.normalise_table(table))
 assert np.allclose(np.exp(log_p_colour), p_colour)
 assert np.isclose(normalised.sum(), 1.0)
-for c, raw, norm in zip(vj.EYE_COLOURS, p_colour, normalised.sum(axis=1), strict=True):
+for c, raw, norm in zip(vj.estimators.EYE_COLOURS, p_colour, normalised.sum(axis=1), strict=True):
     print(f"p({c:5s}) = {raw:.2f} as printed,  {norm:.4f} after normalising")
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 im = axes[0].imshow(normalised, cmap="Blues")
-axes[0].set_xticks(range(3), vj.NATIONALITIES)
-axes[0].set_yticks(range(3), vj.EYE_COLOURS)
+axes[0].set_xticks(range(3), vj.estimators.NATIONALITIES)
+axes[0].set_yticks(range(3), vj.estimators.EYE_COLOURS)
 axes[0].set_xlabel("nationality (summed out)")
 axes[0].set_ylabel("eye colour")
 axes[0].set_title("joint p(colour, nationality), normalised")
 for (i, j), v in np.ndenumerate(normalised):
     axes[0].text(j, i, f"{v:.3f}", ha="center", va="center")
-axes[1].bar(vj.EYE_COLOURS, p_colour, label="printed (sum 0.99)", alpha=0.6)
+axes[1].bar(vj.estimators.EYE_COLOURS, p_colour, label="printed (sum 0.99)", alpha=0.6)
 axes[1].bar(
-    vj.EYE_COLOURS, normalised.sum(axis=1), label="normalised (sum 1)", fill=False, edgecolor="k"
+    vj.estimators.EYE_COLOURS, normalised.sum(axis=1), label="normalised (sum 1)", fill=False, edgecolor="k"
 )
 axes[1].set_xlabel("eye colour")
 axes[1].set_ylabel("marginal probability")
@@ -97,20 +97,20 @@ plt.show()
 # %% [markdown]
 # ## 3. Timing exact enumeration
 #
-# `vj.enumerate_binary_log_marginal` generates the configurations `chunk_size` at a time
+# `vj.estimators.enumerate_binary_log_marginal` generates the configurations `chunk_size` at a time
 # from their integer indices and keeps a running logsumexp inside `lax.scan`, so memory
 # stays bounded; *time* still doubles with each extra latent. The model is
-# `vj.make_binary_latent_gaussian` (independent Bernoulli z, Gaussian x | z).
+# `vj.estimators.make_binary_latent_gaussian` (independent Bernoulli z, Gaussian x | z).
 
 # %%
 D_max = 20 if FULL else 16
 timing_D = list(range(4, D_max + 1, 2))
 times, log_px = [], []
 for D in timing_D:
-    model = vj.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
+    model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
     x, _ = model.sample(jax.random.key(100 + D), 1)
     f = jax.jit(
-        lambda x, model=model, D=D: vj.enumerate_binary_log_marginal(
+        lambda x, model=model, D=D: vj.estimators.enumerate_binary_log_marginal(
             model.log_joint_fn(x), D, batch_shape=(1,), chunk_size=4096
         )
     )
@@ -126,10 +126,10 @@ for D in timing_D:
 
 # Check one small case against the materialised support.
 D = 8
-model = vj.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
+model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
 x, _ = model.sample(jax.random.key(100 + D), 1)
-direct = vj.enumerate_log_marginal(model.log_joint_fn(x), vj.binary_support(D), batch_shape=(1,))
-chunked = vj.enumerate_binary_log_marginal(
+direct = vj.enumerate_log_marginal(model.log_joint_fn(x), vj.estimators.binary_support(D), batch_shape=(1,))
+chunked = vj.estimators.enumerate_binary_log_marginal(
     model.log_joint_fn(x), D, batch_shape=(1,), chunk_size=32
 )
 assert np.allclose(direct, chunked, rtol=1e-5), (direct, chunked)

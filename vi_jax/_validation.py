@@ -75,16 +75,6 @@ def check_rank_at_least(x: Any, rank: int, name: str) -> None:
         )
 
 
-def check_shape(x: Any, shape: Sequence[int | None], name: str) -> None:
-    """Raises ValueError unless `x.shape` matches `shape` (None matches any size)."""
-    actual = tuple(jnp.shape(x))
-    if len(actual) != len(shape) or any(
-        s is not None and s != a for s, a in zip(shape, actual, strict=False)
-    ):
-        expected = tuple("*" if s is None else s for s in shape)
-        raise ValueError(f"`{name}` must have shape {expected}, got {actual}.")
-
-
 def check_callable(f: Any, name: str) -> None:
     """Raises TypeError if `f` is not callable."""
     if not callable(f):

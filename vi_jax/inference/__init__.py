@@ -1,7 +1,8 @@
 """Inference: evaluation, per-datapoint SVI, semi-amortised refinement, inference gaps."""
 
 from vi_jax.inference import svi as svi
-from vi_jax.inference.evaluate import Evaluation, active_units, evaluate_model
+from vi_jax.inference.evaluate import Evaluation, evaluate_model, model_active_units
+from vi_jax.inference.evaluate import active_units as active_units  # the old name
 from vi_jax.inference.gaps import gaps_table, inference_gaps
 from vi_jax.inference.refine import refine, refine_view
 from vi_jax.inference.svi import SVIState, fit_local, make_q, svi_theta_step
@@ -11,12 +12,12 @@ __all__ = [
     "Evaluation",
     "ModelView",
     "SVIState",
-    "active_units",
     "evaluate_model",
     "fit_local",
     "gaps_table",
     "inference_gaps",
     "make_q",
+    "model_active_units",
     "refine",
     "refine_view",
     "svi",
