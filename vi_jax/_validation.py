@@ -75,6 +75,14 @@ def check_rank_at_least(x: Any, rank: int, name: str) -> None:
         )
 
 
+def check_choice(value: Any, choices: Sequence[Any], name: str) -> Any:
+    """Returns `value` if it is one of `choices`, else raises ValueError naming `name`."""
+    options = list(choices)
+    if not any(value is c or (type(value) is type(c) and value == c) for c in options):
+        raise ValueError(f"`{name}` must be one of {options}, got {value!r}.")
+    return value
+
+
 def check_callable(f: Any, name: str) -> None:
     """Raises TypeError if `f` is not callable."""
     if not callable(f):

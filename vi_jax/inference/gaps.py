@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_jax._validation import check_callable, check_finite, check_positive_int
+from vi_jax._validation import check_callable, check_choice, check_finite, check_positive_int
 from vi_jax.estimators import bounds
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.estimators.importance import importance_log_marginal
@@ -81,7 +81,7 @@ def inference_gaps(
         ("data_chunk", data_chunk),
     ):
         check_positive_int(value, name)
-    svi._check_family(family)
+    check_choice(family, svi.FAMILIES, "family")
     data = jnp.asarray(data)
     if data.ndim < 2:
         raise ValueError(f"`data` must have shape [N, *data_shape], got {data.shape}.")

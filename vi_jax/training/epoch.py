@@ -53,7 +53,6 @@ class EpochMetrics(NamedTuple):
     all_finite: Array
 
 
-
 def num_examples_of(data: PyTree, name: str = "data") -> int:
     """The common leading-axis size `N` of every array in `data`, validated.
 
@@ -378,4 +377,3 @@ def make_epoch_fn(
         mesh=mesh,
         donate=donate,
     )
-

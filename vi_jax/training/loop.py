@@ -93,7 +93,6 @@ class NonFiniteLossError(RuntimeError):
         self.metrics = metrics
 
 
-
 class FitResult(NamedTuple):
     """The outcome of `fit`.
 
@@ -109,7 +108,6 @@ class FitResult(NamedTuple):
     history: list[dict[str, Any]]
     key: Array
     resumed_from: int | None
-
 
 
 def _to_float(value: Any, name: str) -> float:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_jax._validation import check_callable
+from vi_jax._validation import check_callable, check_choice
 from vi_jax.training.state import TrainState
 from vi_jax.types import Array, GuardedStep, Loss, LossFn, PyTree
 
@@ -156,8 +156,7 @@ def make_train_step(
             f"`with_step={with_step}` contradicts the `Loss` `loss_fn`, whose "
             f"`takes_step` is {declared}; leave `with_step` out."
         )
-    if guard not in GUARDS:
-        raise ValueError(f"`guard` must be one of {GUARDS}, got {guard!r}.")
+    check_choice(guard, GUARDS, "guard")
 
     def train_step(state: TrainState, batch: PyTree, key: Array) -> tuple[TrainState, Metrics]:
         def objective(params: PyTree) -> tuple[Array, Mapping[str, Array]]:
