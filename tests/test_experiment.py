@@ -38,6 +38,7 @@ def test_train_and_evaluate_write_metrics_and_pictures(tmp_path, capsys):
     # and the inference gaps of the trained model
     gaps_argv = [
         "gaps",
+        "--no-progress",
         "--run",
         str(out),
         "--examples",
@@ -85,3 +86,10 @@ def test_tile_images_layout_and_refusals():
         tile_images(np.ones((5, 15)), num_cols=2)
     with pytest.raises(ValueError, match="num_cols"):
         tile_images(np.ones((5, 16)), num_cols=0)
+
+
+def test_every_subcommand_shares_the_common_options():
+    parser = cli._parser()
+    for argv in (["train"], ["evaluate", "--run", "r"], ["gaps", "--run", "r"]):
+        assert parser.parse_args([*argv, "--no-progress"]).no_progress is True
+        assert parser.parse_args(argv).no_progress is False

@@ -389,6 +389,7 @@ def gaps(
     num_is_samples: int = 1000,
     svi_steps: int = 300,
     family: str = "meanfield",
+    progress: bool = True,
 ) -> tuple[dict[str, Any], str]:
     """Approximation and amortisation gaps (Cremer et al. 2018) of a trained run.
 
@@ -398,6 +399,7 @@ def gaps(
       num_is_samples: K for log p(x).
       svi_steps: optimisation steps of the per-example q*.
       family: "meanfield" (the encoder's family) or "fullrank".
+      progress: show a progress bar.
 
     Returns:
       `(summary, markdown_table)`; the summary is also written to `run_dir/gaps.json`.
@@ -414,6 +416,7 @@ def gaps(
         num_is_samples=num_is_samples,
         svi_steps=svi_steps,
         family=family,
+        progress=progress,
     )
     summary = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in summary.items()}
     out = {"epoch": epoch, "family": family, "svi_steps": svi_steps, **summary}
