@@ -41,12 +41,12 @@ class EpochMetrics(NamedTuple):
     """What a compiled epoch reports.
 
     Attributes:
-        metrics: Per-step metrics stacked to shape `[num_steps]` (including `"finite"`,
-            bool `[num_steps]`); the host averages them.
-        all_finite: bool `[]`: whether every step of the epoch was finite. The epoch stops
-            at the first non-finite step, so the returned state is the one just before that
-            step; the steps after it do not run and report NaN (0 for integer metrics,
-            False for `finite`).
+      metrics: per-step metrics stacked to shape `[num_steps]` (including `"finite"`,
+        bool `[num_steps]`); the host averages them.
+      all_finite: bool `[]`: whether every step of the epoch was finite. The epoch stops
+        at the first non-finite step, so the returned state is the one just before that
+        step; the steps after it do not run and report NaN (0 for integer metrics,
+        False for `finite`).
     """
 
     metrics: dict[str, Array]
@@ -57,7 +57,7 @@ def num_examples_of(data: PyTree, name: str = "data") -> int:
     """The common leading-axis size `N` of every array in `data`, validated.
 
     Raises:
-        ValueError: If `data` has no arrays, a scalar leaf, or leading axes that differ.
+      ValueError: if `data` has no arrays, a scalar leaf, or leading axes that differ.
     """
     leaves = jax.tree_util.tree_leaves_with_path(data)
     if not leaves:
@@ -230,10 +230,10 @@ class EpochFn:
     data, key)` gives the lowered program (HLO, ahead-of-time compilation).
 
     Attributes:
-        batch_size: Examples per step.
-        num_examples: The `N` of the data set it was built for.
-        num_steps: Steps per epoch: `N // batch_size`, plus one if the remainder is kept.
-        mesh: The data mesh, or None for one device.
+      batch_size: examples per step.
+      num_examples: the `N` of the data set it was built for.
+      num_steps: steps per epoch: `N // batch_size`, plus one if the remainder is kept.
+      mesh: the data mesh, or None for one device.
     """
 
     def __init__(
@@ -305,13 +305,13 @@ class EpochFn:
         """Runs one epoch.
 
         Args:
-            state: The training state (e.g. a `TrainState`); donated.
-            data: A pytree of device arrays with leading axis `[num_examples]` (numpy
-                arrays work but are copied to the device on every call).
-            key: The epoch's PRNG key (typed or raw).
+          state: the training state (e.g. a `TrainState`); donated.
+          data: A pytree of device arrays with leading axis `[num_examples]` (numpy
+            arrays work but are copied to the device on every call).
+          key: the epoch's PRNG key (typed or raw).
 
         Returns:
-            `(state, EpochMetrics)`; metrics have shape `[num_steps]`.
+          `(state, EpochMetrics)`; metrics have shape `[num_steps]`.
         """
         n = num_examples_of(data)
         if n != self.num_examples:
@@ -346,27 +346,27 @@ def make_epoch_fn(
     epoch discards that step's state.
 
     Args:
-        train_step: `train_step(state, batch, key) -> (state, metrics)`, e.g. from
-            `make_train_step`; `metrics` is a dict of scalars with `"loss"` and optionally
-            a bool `"finite"` (default: whether the loss is finite).
-        batch_size: Examples per step, 1 <= batch_size <= num_examples; with a mesh,
-            divisible by the number of devices on its `"data"` axis.
-        num_examples: `N`, the leading-axis size of every array of `data`.
-        drop_remainder: Whether to drop the last `N % batch_size` examples of each
-            permutation (True) or train on them as one smaller final step (False; with a
-            mesh the remainder must also be divisible by the number of devices).
-        preprocess: Optional `preprocess(key, batch) -> batch`, applied per batch on the
-            device (e.g. dynamic binarisation).
-        mesh: A data mesh (`make_data_mesh`) for data parallelism, or None for one device.
-        donate: Whether to donate the input state's buffers (saves memory and copies).
+      train_step: `train_step(state, batch, key) -> (state, metrics)`, e.g. from
+        `make_train_step`; `metrics` is a dict of scalars with `"loss"` and optionally
+        a bool `"finite"` (default: whether the loss is finite).
+      batch_size: examples per step, 1 <= batch_size <= num_examples; with a mesh,
+        divisible by the number of devices on its `"data"` axis.
+      num_examples: `N`, the leading-axis size of every array of `data`.
+      drop_remainder: whether to drop the last `N % batch_size` examples of each
+        permutation (True) or train on them as one smaller final step (False; with a
+        mesh the remainder must also be divisible by the number of devices).
+      preprocess: optional `preprocess(key, batch) -> batch`, applied per batch on the
+        device (e.g. dynamic binarisation).
+      mesh: A data mesh (`make_data_mesh`) for data parallelism, or None for one device.
+      donate: whether to donate the input state's buffers (saves memory and copies).
 
     Returns:
-        An `EpochFn`: `epoch(state, data, key) -> (state, EpochMetrics)` with per-step
-        metrics of shape `[num_steps]`.
+      An `EpochFn`: `epoch(state, data, key) -> (state, EpochMetrics)` with per-step
+      metrics of shape `[num_steps]`.
 
     Raises:
-        ValueError: If `batch_size` is out of range or not divisible by the mesh size.
-        TypeError: If `train_step`/`preprocess` is not callable or `mesh` is not a Mesh.
+      ValueError: if `batch_size` is out of range or not divisible by the mesh size.
+      TypeError: if `train_step`/`preprocess` is not callable or `mesh` is not a Mesh.
     """
     return EpochFn(
         train_step,

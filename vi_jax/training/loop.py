@@ -61,14 +61,14 @@ class NonFiniteLossError(RuntimeError):
     """Training hit a non-finite loss or gradient; nothing bad was applied or saved.
 
     Attributes:
-        epoch: The (1-based) epoch in which it happened.
-        step: The (1-based) global number of the training step that failed.
-        batch: The (1-based) number of the failing batch within the epoch.
-        num_batches: Number of batches (steps) per epoch.
-        checkpoint_epoch: The epoch of the last good checkpoint, kept as the latest (None
-            if no checkpoint was written).
-        state: The last good state: the state just before the failing step.
-        metrics: The failing step's metrics (host floats).
+      epoch: the (1-based) epoch in which it happened.
+      step: the (1-based) global number of the training step that failed.
+      batch: the (1-based) number of the failing batch within the epoch.
+      num_batches: number of batches (steps) per epoch.
+      checkpoint_epoch: the epoch of the last good checkpoint, kept as the latest (None
+        if no checkpoint was written).
+      state: the last good state: the state just before the failing step.
+      metrics: the failing step's metrics (host floats).
     """
 
     def __init__(
@@ -97,11 +97,11 @@ class FitResult(NamedTuple):
     """The outcome of `fit`.
 
     Attributes:
-        state: The final state.
-        history: One record per completed epoch of the run (epoch 1 on, including epochs
-            done before a resume, as read back from `metrics.jsonl`).
-        key: The run's base PRNG key (restored from the checkpoint on resume).
-        resumed_from: The epoch restored from a checkpoint, or None for a fresh start.
+      state: the final state.
+      history: one record per completed epoch of the run (epoch 1 on, including epochs
+        done before a resume, as read back from `metrics.jsonl`).
+      key: the run's base PRNG key (restored from the checkpoint on resume).
+      resumed_from: the epoch restored from a checkpoint, or None for a fresh start.
     """
 
     state: PyTree
@@ -202,37 +202,37 @@ def fit(
     `NonFiniteLossError` without saving: the last good checkpoint stays the latest.
 
     Args:
-        key: The run's base PRNG key (typed or raw). On resume, the checkpoint's key is
-            used (with a warning if it differs).
-        state: The initial state (e.g. `init_train_state(params, optimizer)`); on resume it
-            is the template the checkpoint is restored onto. It is copied, not consumed.
-        train_step: `train_step(state, batch, key) -> (state, metrics)` (then `batch_size`
-            is required), or an `EpochFn` from `make_epoch_fn` (then `batch_size`,
-            `drop_remainder`, `preprocess` and `mesh` come from it and must not be given).
-        data: A pytree of finite arrays with equal leading axes `[N]`; placed on the
-            device(s) once (replicated over the mesh).
-        num_epochs: Total number of epochs of the run (>= 1), counting resumed ones.
-        batch_size: Examples per step (1 <= batch_size <= N; divisible by the mesh size).
-        drop_remainder: See `make_epoch_fn`.
-        preprocess: Optional on-device `preprocess(key, batch) -> batch`.
-        mesh: A data mesh for data parallelism (`make_data_mesh`), or None.
-        run_dir: Directory for `metrics.jsonl` and `checkpoints/`; None: no files, no
-            resume.
-        checkpoint_every: Save a checkpoint every this many epochs (>= 1) and after the
-            last epoch.
-        max_to_keep: How many recent checkpoints to keep (None: all).
-        eval_fn: Optional `eval_fn(state, epoch) -> dict of scalars`, merged into the
-            epoch's record. Do not keep `state`: its buffers are donated to the next epoch.
-        config: A JSON-serialisable dict saved in every checkpoint (as
-            `Checkpoint.config["user"]`, next to the loop's settings under `"fit"`).
-        progress: Whether to show a tqdm progress bar over epochs.
+      key: the run's base PRNG key (typed or raw). On resume, the checkpoint's key is
+        used (with a warning if it differs).
+      state: the initial state (e.g. `init_train_state(params, optimizer)`); on resume it
+        is the template the checkpoint is restored onto. It is copied, not consumed.
+      train_step: `train_step(state, batch, key) -> (state, metrics)` (then `batch_size`
+        is required), or an `EpochFn` from `make_epoch_fn` (then `batch_size`,
+        `drop_remainder`, `preprocess` and `mesh` come from it and must not be given).
+      data: A pytree of finite arrays with equal leading axes `[N]`; placed on the
+        device(s) once (replicated over the mesh).
+      num_epochs: total number of epochs of the run (>= 1), counting resumed ones.
+      batch_size: examples per step (1 <= batch_size <= N; divisible by the mesh size).
+      drop_remainder: see `make_epoch_fn`.
+      preprocess: optional on-device `preprocess(key, batch) -> batch`.
+      mesh: A data mesh for data parallelism (`make_data_mesh`), or None.
+      run_dir: directory for `metrics.jsonl` and `checkpoints/`; None: no files, no
+        resume.
+      checkpoint_every: save a checkpoint every this many epochs (>= 1) and after the
+        last epoch.
+      max_to_keep: how many recent checkpoints to keep (None: all).
+      eval_fn: optional `eval_fn(state, epoch) -> dict of scalars`, merged into the
+        epoch's record. Do not keep `state`: its buffers are donated to the next epoch.
+      config: A JSON-serialisable dict saved in every checkpoint (as
+        `Checkpoint.config["user"]`, next to the loop's settings under `"fit"`).
+      progress: whether to show a tqdm progress bar over epochs.
 
     Returns:
-        A `FitResult` (final state, per-epoch history, base key, resumed epoch).
+      A `FitResult` (final state, per-epoch history, base key, resumed epoch).
 
     Raises:
-        NonFiniteLossError: On a non-finite loss or gradient (see its attributes).
-        ValueError / TypeError: On invalid arguments, naming the argument.
+      NonFiniteLossError: on a non-finite loss or gradient (see its attributes).
+      ValueError / TypeError: On invalid arguments, naming the argument.
     """
     key = as_typed_key(key)
     num_epochs = check_positive_int(num_epochs, "num_epochs")
