@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi_jax._validation import check_finite, check_positive_float, check_positive_int
+from vi_jax._validation import check_finite, check_positive_float, check_positive_int, check_rank
 from vi_jax.diagnostics.latent import latent_activity
 from vi_jax.estimators import bounds
 from vi_jax.estimators.importance import importance_log_marginal
@@ -188,8 +188,7 @@ def model_active_units(
     """
     threshold = check_positive_float(threshold, "threshold")
     data_chunk = check_positive_int(data_chunk, "data_chunk")
-    if jnp.ndim(data) != 2:
-        raise ValueError(f"`data` must have shape [N, data_dim], got {jnp.shape(data)}.")
+    check_rank(data, 2, "data", "[N, data_dim]")
     fn = jax.jit(lambda p, x: posterior_mean(model_fn(p, x).posterior))
     means = np.concatenate(
         [np.asarray(fn(params, data[i : i + data_chunk])) for i in range(0, len(data), data_chunk)]

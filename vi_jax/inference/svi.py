@@ -44,8 +44,10 @@ import optax
 from vi_jax._validation import (
     check_callable,
     check_choice,
+    check_equal_shape,
     check_positive_float,
     check_positive_int,
+    check_rank,
 )
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.types import Array, Estimator, LogJoint
@@ -81,13 +83,11 @@ def init_params(loc: Array, family: str, scale: Array | None = None) -> dict[str
     """
     family = check_choice(family, FAMILIES, "family")
     loc = jnp.asarray(loc)
-    if loc.ndim != 2:
-        raise ValueError(f"`loc` must have shape [batch, latent], got {loc.shape}.")
+    check_rank(loc, 2, "loc", "[batch, latent]")
     if scale is None:
         scale = jnp.ones_like(loc)
     scale = jnp.asarray(scale, loc.dtype)
-    if scale.shape != loc.shape:
-        raise ValueError(f"`scale` must have the shape of `loc` {loc.shape}, got {scale.shape}.")
+    check_equal_shape(scale, loc, "scale", "loc")
     log_scale = jnp.log(scale)
     if family == "meanfield":
         return {"loc": loc, "log_scale": log_scale}
