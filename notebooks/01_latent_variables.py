@@ -66,7 +66,11 @@ for (i, j), v in np.ndenumerate(normalised):
     axes[0].text(j, i, f"{v:.3f}", ha="center", va="center")
 axes[1].bar(vj.estimators.EYE_COLOURS, p_colour, label="printed (sum 0.99)", alpha=0.6)
 axes[1].bar(
-    vj.estimators.EYE_COLOURS, normalised.sum(axis=1), label="normalised (sum 1)", fill=False, edgecolor="k"
+    vj.estimators.EYE_COLOURS,
+    normalised.sum(axis=1),
+    label="normalised (sum 1)",
+    fill=False,
+    edgecolor="k",
 )
 axes[1].set_xlabel("eye colour")
 axes[1].set_ylabel("marginal probability")
@@ -128,7 +132,9 @@ for D in timing_D:
 D = 8
 model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
 x, _ = model.sample(jax.random.key(100 + D), 1)
-direct = vj.enumerate_log_marginal(model.log_joint_fn(x), vj.estimators.binary_support(D), batch_shape=(1,))
+direct = vj.enumerate_log_marginal(
+    model.log_joint_fn(x), vj.estimators.binary_support(D), batch_shape=(1,)
+)
 chunked = vj.estimators.enumerate_binary_log_marginal(
     model.log_joint_fn(x), D, batch_shape=(1,), chunk_size=32
 )

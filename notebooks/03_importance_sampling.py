@@ -48,7 +48,9 @@ def run(d, key):
     # R independent estimates at once: vmap over keys -> fields [R, 1], weights [R, K, 1]
     out = {
         "uniform box": jax.vmap(
-            lambda k: vj.estimators.uniform_log_marginal(k, model.log_joint_fn(x), box, K, batch_shape=(1,))
+            lambda k: vj.estimators.uniform_log_marginal(
+                k, model.log_joint_fn(x), box, K, batch_shape=(1,)
+            )
         )(keys)
     }
     for name, q in proposals(model, x).items():

@@ -3,7 +3,7 @@
 An epoch is one compiled program: the data set stays on the device, a permutation is drawn
 inside, batches are gathered from it inside one compiled loop (a `lax.while_loop`, the
 loop `lax.scan` lowers to, so that it can stop at a non-finite step), and the host is touched
-once per epoch (by `vi_jax.training.fit`).
+once per epoch (by `fit`, in `vi_jax/training/loop.py`).
 
 Randomness is a pure function of the epoch's key, so that a resumed run is bit-identical
 to an uninterrupted one: `perm_key, steps_key = split(epoch_key)`, the order of the
