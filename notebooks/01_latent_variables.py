@@ -5,12 +5,12 @@
 # p(x, z); the evidence p(x) is obtained by *summing the latent out*. We
 #
 # 1. marginalise the lecture's eye-colour × nationality table by summation (and in log
-#    space with `vj.log_marginal_table`), and see that the printed entries sum to
+#    space with `vj.estimators.log_marginal_table`), and see that the printed entries sum to
 #    0.99, not the slide's 1.00;
 # 2. count the terms of the same sum for D binary latents: 2^D;
-# 3. time exact chunked enumeration (`vj.enumerate_binary_log_marginal`) as D grows, up
+# 3. time exact chunked enumeration (`vj.estimators.enumerate_binary_log_marginal`) as D grows, up
 #    to the lecture's D = 20;
-# 4. replace the sum by naive Monte Carlo (`vj.uniform_log_marginal`) and watch it fail.
+# 4. replace the sum by naive Monte Carlo (`vj.estimators.uniform_log_marginal`) and watch it fail.
 
 # %%
 import os
@@ -35,10 +35,10 @@ print("notebook size:", SIZE)
 # p(colour) = Σ_nationality p(colour, nationality).
 
 # %%
-table = np.asarray(vj.EYE_COLOUR_NATIONALITY_TABLE)
+table = np.asarray(vj.estimators.EYE_COLOUR_NATIONALITY_TABLE)
 assert table.shape == (3, 8)
-print("".ljust(12) + "".join(n[:7].rjust(8) for n in vj.NATIONALITIES) + "   row sum")
-for colour, row in zip(vj.EYE_COLOURS, table, strict=True):
+print("".ljust(12) + "".join(n[:7].rjust(8) for n in vj.estimators.NATIONALITIES) + "   row sum")
+for colour, row in zip(vj.estimators.EYE_COLOURS, table, strict=True):
     print(colour.ljust(12) + "".join(f"{v:8.2f}" for v in row) + f"   {row.sum():7.2f}")
 print("column sum".ljust(12) + "".join(f"{v:8.2f}" for v in table.sum(axis=0)))
 print(f"total = {table.sum():.2f}")
@@ -50,27 +50,29 @@ assert np.allclose(row_sums, [0.19, 0.37, 0.43]) and np.isclose(table.sum(), 0.9
 # itself prints p(green) = 0.44 and a total of 1.00, which its own entries do not give
 # (0.01 + 0.01 + 0.08 + 0.06 + 0.07 + 0.08 + 0.06 + 0.06 = 0.43). So the table as printed
 # is not quite a distribution; dividing every entry by the total 0.99
-# (`vj.normalise_table`) makes it one. One cell, (brown, Spanish), is 0.00: in log space
-# it is −inf, zero mass, and the log-space sum (`vj.log_marginal_table`, a `logsumexp`,
+# (`vj.estimators.normalise_table`) makes it one. One cell, (brown, Spanish), is 0.00: in log space
+# it is −inf, zero mass, and the log-space sum (`vj.estimators.log_marginal_table`, a `logsumexp`,
 # which is how such sums are done when the terms are tiny) handles it.
 
 # %%
-log_p_colour = vj.log_marginal_table(jnp.log(table), axis=1)
-normalised = np.asarray(vj.normalise_table(table))
+log_p_colour = vj.estimators.log_marginal_table(jnp.log(table), axis=1)
+normalised = np.asarray(vj.estimators.normalise_table(table))
 assert np.allclose(np.exp(log_p_colour), row_sums)
 assert np.isclose(normalised.sum(), 1.0)
 print("normalised table (each entry / 0.99):")
-print("".ljust(12) + "".join(n[:7].rjust(8) for n in vj.NATIONALITIES) + "   row sum")
-for colour, row in zip(vj.EYE_COLOURS, normalised, strict=True):
+print("".ljust(12) + "".join(n[:7].rjust(8) for n in vj.estimators.NATIONALITIES) + "   row sum")
+for colour, row in zip(vj.estimators.EYE_COLOURS, normalised, strict=True):
     print(colour.ljust(12) + "".join(f"{v:8.4f}" for v in row) + f"   {row.sum():7.4f}")
 print()
-for c, raw, norm in zip(vj.EYE_COLOURS, row_sums, normalised.sum(axis=1), strict=True):
+for c, raw, norm in zip(vj.estimators.EYE_COLOURS, row_sums, normalised.sum(axis=1), strict=True):
     print(f"p({c:5s}) = {raw:.2f} as printed, {norm:.4f} normalised, change {norm - raw:+.4f}")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
 axes[0].imshow(table, cmap="Blues")
-axes[0].set_xticks(range(len(vj.NATIONALITIES)), vj.NATIONALITIES, rotation=30)
-axes[0].set_yticks(range(3), vj.EYE_COLOURS)
+axes[0].set_xticks(
+    range(len(vj.estimators.NATIONALITIES)), vj.estimators.NATIONALITIES, rotation=30
+)
+axes[0].set_yticks(range(3), vj.estimators.EYE_COLOURS)
 axes[0].set_xlabel("nationality (summed out)")
 axes[0].set_ylabel("eye colour")
 axes[0].set_title("joint p(colour, nationality), as printed")
@@ -78,7 +80,7 @@ for (i, j), v in np.ndenumerate(table):
     axes[0].text(j, i, f"{v:.2f}", ha="center", va="center")
 # The two marginals differ by at most 0.004: bars of both would look identical, so the
 # second panel shows the difference itself.
-axes[1].bar(vj.EYE_COLOURS, normalised.sum(axis=1) - row_sums, color="tab:orange")
+axes[1].bar(vj.estimators.EYE_COLOURS, normalised.sum(axis=1) - row_sums, color="tab:orange")
 axes[1].axhline(0, color="k", lw=0.8)
 axes[1].set_ylabel("normalised − printed p(colour)")
 axes[1].set_title("what normalising changes")
@@ -107,10 +109,10 @@ plt.show()
 # %% [markdown]
 # ## 3. Timing exact enumeration
 #
-# `vj.enumerate_binary_log_marginal` generates the configurations `chunk_size` at a time
+# `vj.estimators.enumerate_binary_log_marginal` generates the configurations `chunk_size` at a time
 # from their integer indices and keeps a running logsumexp inside `lax.scan`, so memory
 # stays bounded; *time* still doubles with each extra latent. The model is
-# `vj.make_binary_latent_gaussian` (independent Bernoulli z, Gaussian x | z).
+# `vj.estimators.make_binary_latent_gaussian` (independent Bernoulli z, Gaussian x | z).
 
 # %%
 # D = 20 is the lecture's 2^20 ≈ a million terms; it takes well under a second here.
@@ -118,10 +120,10 @@ D_max = 24 if FULL else 20
 timing_D = list(range(4, D_max + 1, 2))
 times, log_px = [], []
 for D in timing_D:
-    model = vj.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
+    model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
     x, _ = model.sample(jax.random.key(100 + D), 1)
     f = jax.jit(
-        lambda x, model=model, D=D: vj.enumerate_binary_log_marginal(
+        lambda x, model=model, D=D: vj.estimators.enumerate_binary_log_marginal(
             model.log_joint_fn(x), D, batch_shape=(1,), chunk_size=4096
         )
     )
@@ -137,10 +139,12 @@ for D in timing_D:
 
 # Check one small case against the materialised support.
 D = 8
-model = vj.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
+model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
 x, _ = model.sample(jax.random.key(100 + D), 1)
-direct = vj.enumerate_log_marginal(model.log_joint_fn(x), vj.binary_support(D), batch_shape=(1,))
-chunked = vj.enumerate_binary_log_marginal(
+direct = vj.enumerate_log_marginal(
+    model.log_joint_fn(x), vj.estimators.binary_support(D), batch_shape=(1,)
+)
+chunked = vj.estimators.enumerate_binary_log_marginal(
     model.log_joint_fn(x), D, batch_shape=(1,), chunk_size=32
 )
 assert np.allclose(direct, chunked, rtol=1e-5), (direct, chunked)
@@ -174,15 +178,17 @@ for D in (30, 40, 60):
 #
 # Instead of summing all 2^D terms we can *sample* z uniformly from {0,1}^D and use
 # p(x) = |Z| · E_{z ~ U(Z)}[p(x, z)] ≈ |Z| · (1/n) Σ_k p(x, z_k), which is
-# `vj.uniform_log_marginal`. It is unbiased, but when p(x, z) is concentrated on a few z
+# `vj.estimators.uniform_log_marginal`. It is unbiased, but when p(x, z) is concentrated on a few z
 # most samples miss them. Below, D = 12 (exact answer by enumeration) and n grows.
 
 # %%
 D = 12
-model = vj.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
+model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
 x, _ = model.sample(jax.random.key(100 + D), 1)
-exact = float(vj.enumerate_binary_log_marginal(model.log_joint_fn(x), D, batch_shape=(1,))[0])
-support = vj.binary_support(D)
+exact = float(
+    vj.estimators.enumerate_binary_log_marginal(model.log_joint_fn(x), D, batch_shape=(1,))[0]
+)
+support = vj.estimators.binary_support(D)
 ns = [10, 100, 1000, 10000]
 repeats = 20
 log_joint = model.log_joint_fn(x)
@@ -192,7 +198,7 @@ def naive_estimates(n):
     """`repeats` independent naive-MC estimates of log p(x) with n samples each."""
 
     def one(key):
-        return vj.uniform_log_marginal(key, log_joint, support, n, batch_shape=(1,))
+        return vj.estimators.uniform_log_marginal(key, log_joint, support, n, batch_shape=(1,))
 
     keys = jax.random.split(jax.random.key(n), repeats)
     return np.asarray(jax.jit(jax.vmap(lambda k: one(k).log_marginal[0]))(keys))

@@ -4,7 +4,7 @@
 # **What this notebook shows.** The evidence p(x) = ∫ p(x, z) dz is an expectation under
 # *any* distribution q that covers the posterior: p(x) = E_q[p(x, z) / q(z)]. We compare
 #
-# - **uniform Monte Carlo** (`vj.uniform_log_marginal`, q uniform on a box), and
+# - **uniform Monte Carlo** (`vj.estimators.uniform_log_marginal`, q uniform on a box), and
 # - **importance sampling** (`vj.importance_log_marginal`) with q the prior, and with q a
 #   widened version of the exact posterior — an *oracle*: it uses p(z | x), which in a
 #   real problem is what we do not have; it shows what a q close to the posterior buys
@@ -50,7 +50,9 @@ def run(d, key):
     # R independent estimates at once: vmap over keys -> fields [R, 1], weights [R, K, 1]
     out = {
         "uniform box": jax.vmap(
-            lambda k: vj.uniform_log_marginal(k, model.log_joint_fn(x), box, K, batch_shape=(1,))
+            lambda k: vj.estimators.uniform_log_marginal(
+                k, model.log_joint_fn(x), box, K, batch_shape=(1,)
+            )
         )(keys)
     }
     for name, q in proposals(model, x).items():
@@ -114,7 +116,7 @@ assert np.all(log_err["uniform box"][-1] < 0) and np.median(log_err["prior"][-1]
 # %% [markdown]
 # ## Warning lights: effective sample size and Pareto k̂
 # ESS = (Σ w)² / Σ w² is K for equal weights and ≈ 1 when one weight dominates.
-# k̂ estimates the tail index of the weights; k̂ > 0.7 (`vj.PARETO_K_THRESHOLD`) means
+# k̂ estimates the tail index of the weights; k̂ > 0.7 (`vj.estimators.PARETO_K_THRESHOLD`) means
 # the estimate is unreliable. k̂ can be *negative*: the tail of the weights is then
 # bounded (lighter than exponential), which is the best case — the widened posterior
 # gives weights p(x, z)/q(z) that are bounded, because q is wider than the posterior.
@@ -140,7 +142,7 @@ axes[0].axhline(K, color="grey", ls=":", label="K")
 axes[0].set_xlabel("latent dimension d")
 axes[0].set_ylabel("effective sample size")
 axes[0].set_title("ESS (higher is better)")
-axes[1].axhline(vj.PARETO_K_THRESHOLD, color="r", ls="--", label="k̂ = 0.7")
+axes[1].axhline(vj.estimators.PARETO_K_THRESHOLD, color="r", ls="--", label="k̂ = 0.7")
 axes[1].set_xlabel("latent dimension d")
 axes[1].set_ylabel("Pareto k̂ (clipped at 3)")
 axes[1].set_title("k̂ (above 0.7: do not trust)")

@@ -74,7 +74,7 @@ print("exact gradient at φ0:", np.round(np.asarray(true_grad), 3))
 # ## Spread of the estimators at a poor q (φ₀: q = N(0, I))
 # All are unbiased (their means match the exact gradient); their variances differ by
 # orders of magnitude. The baseline b is a constant: here the exact ELBO at φ₀, which a
-# moving average (`vj.update_moving_average`) would track in practice.
+# moving average (`vj.estimators.update_moving_average`) would track in practice.
 
 # %%
 b = exact_elbo(phi0)

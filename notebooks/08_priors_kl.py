@@ -156,7 +156,7 @@ plt.show()
 
 # %%
 W = model.weight.at[:, 6:].set(0.0)
-collapsed = vj.LinearGaussian(W, model.bias, model.noise_scale)
+collapsed = vj.estimators.LinearGaussian(W, model.bias, model.noise_scale)
 xs, _ = collapsed.sample(jax.random.key(4), 2000)
 pm, pc = collapsed.posterior_params(xs)  # [N, 8], [8, 8]
 activity = np.asarray(jnp.var(pm, axis=0))

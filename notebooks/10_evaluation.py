@@ -4,8 +4,8 @@
 # **What this notebook shows.** Every test log-likelihood a VAE paper reports is an
 # importance-sampling (IS) estimate, log (1/K) Σ_k p(x, z_k) / q(z_k): a *stochastic lower
 # bound* of log p(x) whose gap grows when the proposal q is poor. Annealed importance
-# sampling (AIS, `vj.annealed_importance_sampling`) moves chains from q to p(z | x)
-# through T intermediate distributions; bidirectional Monte Carlo (BDMC, `vj.bdmc`) also
+# sampling (AIS, `vj.inference.annealed_importance_sampling`) moves chains from q to p(z | x)
+# through T intermediate distributions; bidirectional Monte Carlo (BDMC, `vj.inference.bdmc`) also
 # runs AIS backwards from an exact posterior sample — available when x was simulated
 # from the model — which gives a stochastic *upper* bound. The two bounds squeeze
 # log p(x).
@@ -46,12 +46,12 @@ print("exact log p(x) per data point:", np.round(exact, 2))
 
 # %%
 def padded(num_steps):
-    b = vj.annealing_schedule(num_steps)
+    b = vj.inference.annealing_schedule(num_steps)
     return np.concatenate([b, np.ones(T_MAX - num_steps)])
 
 
 def one(key, xi, zi, betas):
-    return vj.bdmc(
+    return vj.inference.bdmc(
         key, model.log_joint_fn(xi), prior, zi, T_MAX, CHAINS, num_leapfrog=5, schedule=betas
     )
 

@@ -4,7 +4,7 @@
 # **What this notebook shows.** The lecture's motivating model has z ∈ {0,1}^20: log p(x)
 # is a sum of 2^20 ≈ one million terms, "unfathomable", so we estimate it. Here we
 #
-# 1. train the lecture's model (`vj.lecture_binary_vae`: 20 binary latents, a Bernoulli
+# 1. train the lecture's model (`vj.models.lecture_binary_vae`: 20 binary latents, a Bernoulli
 #    prior with learnable logits, a linear Bernoulli decoder) on binarised digits with
 #    DisARM, one of the estimators built for binary latents;
 # 2. do the 2^20 sum anyway (`BinaryVAE.exact_log_marginal`, chunked enumeration) and
@@ -42,7 +42,7 @@ def binarize(key, x):
     return (jax.random.uniform(key, x.shape) < x).astype(jnp.float32)
 
 
-model = vj.lecture_binary_vae(64, rngs=0)
+model = vj.models.lecture_binary_vae(64, rngs=0)
 graphdef, params, rest = vj.split_params(model)
 disarm = vj.estimators.registry.get_estimator("elbo", "disarm").fn
 opt = optax.adam(3e-3)
@@ -209,5 +209,5 @@ print(f"the baseline divides the score function's variance by {ratio:.0f}")
 # `"gumbel_softmax"` (add `temperature=0.5` to the call) and compare the final train ELBO
 # and the exact log p(x). (b) Set the baseline `b` to 0.9 × and 1.1 × the batch ELBO: how
 # sensitive is the variance to its value? (c) Make a model with 12 latents
-# (`vj.make_binary_vae(64, 12, (200,), rngs=0, decoder_hidden=())`) and grade each
-# estimator against `jax.grad` of `vj.exact_elbo`, the exact gradient.
+# (`vj.models.make_binary_vae(64, 12, (200,), rngs=0, decoder_hidden=())`) and grade each
+# estimator against `jax.grad` of `vj.estimators.exact_elbo`, the exact gradient.

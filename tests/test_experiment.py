@@ -38,6 +38,7 @@ def test_train_and_evaluate_write_metrics_and_pictures(tmp_path, capsys):
     # and the inference gaps of the trained model
     gaps_argv = [
         "gaps",
+        "--no-progress",
         "--run",
         str(out),
         "--examples",
@@ -136,3 +137,8 @@ def test_discrete_latent_config_validation():
         _TC(latent_type="bernoulli", estimator="gumbel_softmax", temperature=0.0).validate()
     with pytest.raises(ValueError, match="`latent_type`"):
         _TC(latent_type="poisson").validate()
+def test_every_subcommand_shares_the_common_options():
+    parser = cli._parser()
+    for argv in (["train"], ["evaluate", "--run", "r"], ["gaps", "--run", "r"]):
+        assert parser.parse_args([*argv, "--no-progress"]).no_progress is True
+        assert parser.parse_args(argv).no_progress is False

@@ -27,8 +27,18 @@ def _parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="vi-jax", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    # Options every subcommand shares, declared once.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # Options of the subcommands that read a finished run.
+    of_run = argparse.ArgumentParser(add_help=False, parents=[common])
+    of_run.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
 
-    t = sub.add_parser("train", help="train and evaluate a VAE; writes metrics.json and PNGs")
+    t = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train and evaluate a VAE; writes metrics.json and PNGs",
+    )
     t.add_argument(
         "--out", default="runs/mnist", help="output directory (resumed if it has checkpoints)"
     )
@@ -123,10 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between saves"
     )
-    t.add_argument("--no-progress", action="store_true")
 
-    e = sub.add_parser("evaluate", help="re-evaluate the latest checkpoint of a run")
-    e.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
+    e = sub.add_parser(
+        "evaluate", parents=[of_run], help="re-evaluate the latest checkpoint of a run"
+    )
     e.add_argument("--eval-samples", type=int, default=None)
     e.add_argument("--eval-examples", type=int, default=None)
     e.add_argument(
@@ -137,9 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--ais-steps", type=int, default=100, help="T for ais/bdmc")
     e.add_argument("--ais-chains", type=int, default=16, help="chains per example for ais/bdmc")
-    e.add_argument("--no-progress", action="store_true")
-    g = sub.add_parser("gaps", help="approximation and amortisation gaps of a trained run")
-    g.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
+    g = sub.add_parser(
+        "gaps", parents=[of_run], help="approximation and amortisation gaps of a trained run"
+    )
     g.add_argument("--examples", type=int, default=100, help="first N test examples")
     g.add_argument("--is-samples", type=int, default=1000, help="K for log p(x)")
     g.add_argument("--svi-steps", type=int, default=300, help="steps to fit each q*")
@@ -189,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_is_samples=args.is_samples,
                 svi_steps=args.svi_steps,
                 family=args.family,
+                progress=not args.no_progress,
             )
             print(table)
             print(f"wrote {args.run}/gaps.json")

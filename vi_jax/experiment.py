@@ -394,7 +394,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
         xtr = np.asarray(vdata.static_binarize(xtr, seed=config.seed), np.float32)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
-    step = make_train_step(loss_fn, optimizer, with_step=bool(config.kl_warmup_steps))
+    step = make_train_step(loss_fn, optimizer)
     preprocess = None
     if config.binarize == "dynamic" and config.dataset != "synthetic":
         preprocess = vdata.dynamic_binarize
@@ -499,6 +499,7 @@ def gaps(
     num_is_samples: int = 1000,
     svi_steps: int = 300,
     family: str = "meanfield",
+    progress: bool = True,
 ) -> tuple[dict[str, Any], str]:
     """Approximation and amortisation gaps (Cremer et al. 2018) of a trained run.
 
@@ -508,6 +509,7 @@ def gaps(
       num_is_samples: K for log p(x).
       svi_steps: optimisation steps of the per-example q*.
       family: "meanfield" (the encoder's family) or "fullrank".
+      progress: show a progress bar.
 
     Returns:
       `(summary, markdown_table)`; the summary is also written to `run_dir/gaps.json`.
@@ -524,6 +526,7 @@ def gaps(
         num_is_samples=num_is_samples,
         svi_steps=svi_steps,
         family=family,
+        progress=progress,
     )
     summary = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in summary.items()}
     out = {"epoch": epoch, "family": family, "svi_steps": svi_steps, **summary}

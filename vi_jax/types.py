@@ -13,6 +13,7 @@ layer (including `vi_jax.estimators`, which imports no Flax or optax) can use it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
@@ -95,10 +96,53 @@ LossFn = Callable[..., tuple[Array, Metrics]]
 TrainStep = Callable[[PyTree, PyTree, PRNGKey], tuple[PyTree, Metrics]]
 """`train_step(state, batch, key) -> (new state, metrics)`, pure and jit-able."""
 
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A loss that declares its calling convention; calling it calls `fn`.
+
+    `make_train_step` reads `takes_step` to know whether to pass the optimiser step.
+
+    Attributes:
+      fn: `fn(params, batch, key) -> (scalar loss, metrics)`, or, when `takes_step`,
+        `fn(params, batch, key, step)` with `step` the int32 scalar `TrainState.step`
+        (e.g. for a KL warm-up).
+      takes_step: Whether `fn` takes the step as a fourth argument.
+    """
+
+    fn: LossFn
+    takes_step: bool = False
+
+    def __call__(self, *args: Any) -> tuple[Array, Metrics]:
+        """`fn(params, batch, key[, step])`."""
+        return self.fn(*args)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardedStep:
+    """A `TrainStep` that itself leaves the state unchanged (bit for bit) when not finite.
+
+    `make_train_step` returns one; a compiled epoch then adds no guard of its own (any
+    other step gets a select that discards its state at a non-finite step).
+
+    Attributes:
+      fn: `fn(state, batch, key) -> (state, metrics)` whose `metrics["finite"]` (bool `[]`)
+        is False exactly when it returned its input state.
+    """
+
+    fn: TrainStep
+
+    def __call__(self, state: PyTree, batch: PyTree, key: PRNGKey) -> tuple[PyTree, Metrics]:
+        """`fn(state, batch, key)`."""
+        return self.fn(state, batch, key)
+
+
 __all__ = [
     "Array",
     "Estimator",
+    "GuardedStep",
     "LogJoint",
+    "Loss",
     "LossFn",
     "Metrics",
     "ModelFn",

@@ -77,15 +77,15 @@ class SNISEstimate(NamedTuple):
     ess: Array
 
 
-def _check_proposal(proposal) -> None:
-    if not isinstance(proposal, _DISTRIBUTION_TYPES):
+def _check_proposal(q) -> None:
+    if not isinstance(q, _DISTRIBUTION_TYPES):
         raise TypeError(
-            "`proposal` must be a distrax distribution (or a TFP distribution), got "
-            f"{type(proposal).__name__}."
+            "`q` (the proposal) must be a distrax distribution (or a TFP distribution), got "
+            f"{type(q).__name__}."
         )
-    for leaf in jax.tree_util.tree_leaves(proposal):  # its parameters (concrete ones only)
+    for leaf in jax.tree_util.tree_leaves(q):  # its parameters (concrete ones only)
         if hasattr(leaf, "dtype"):
-            check_not_nan(leaf, "proposal (a parameter)")
+            check_not_nan(leaf, "q (the proposal; a parameter)")
 
 
 def _estimate(log_w: Array) -> LogMarginalEstimate:
@@ -187,7 +187,7 @@ def _streaming_log_mean(
 def importance_log_marginal(
     key: Array,
     log_joint: LogJoint,
-    proposal: distrax.Distribution,
+    q: distrax.Distribution,
     num_samples: int,
     *,
     chunk_size: int | None = None,
@@ -202,7 +202,7 @@ def importance_log_marginal(
     Args:
       key: PRNG key.
       log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
-      proposal: distrax distribution q, batch `[*batch]`, event `[*event]`.
+      q: the proposal, a distrax distribution, batch `[*batch]`, event `[*event]`.
       num_samples: K >= 1, static.
       chunk_size: if given (static), draw and weigh `chunk_size` samples at a time in
         `lax.scan`, merging running (max, mean, squared deviation) statistics, so that
@@ -215,12 +215,12 @@ def importance_log_marginal(
       [K, *batch] or None)`.
     """
     check_callable(log_joint, "log_joint")
-    _check_proposal(proposal)
+    _check_proposal(q)
     num_samples = check_positive_int(num_samples, "num_samples")
-    batch = tuple(proposal.batch_shape)
+    batch = tuple(q.batch_shape)
 
     def chunk_log_w(k: Array, size: int) -> Array:
-        z, log_q = proposal.sample_and_log_prob(seed=k, sample_shape=(size,))
+        z, log_q = q.sample_and_log_prob(seed=k, sample_shape=(size,))
         return evaluate_log_joint(log_joint, z, (size, *batch)) - log_q
 
     if chunk_size is None:
@@ -304,7 +304,7 @@ def snis_expectation(
     key: Array,
     f: Callable[[Array], Array],
     log_joint: LogJoint,
-    proposal: distrax.Distribution,
+    q: distrax.Distribution,
     num_samples: int,
 ) -> SNISEstimate:
     """Self-normalised importance-sampling estimate of E_{p(z|x)}[f(z)].
@@ -317,7 +317,7 @@ def snis_expectation(
       key: PRNG key.
       f: `z [K, *batch, *event] -> values [K, *batch, *value_shape]`, vectorised.
       log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
-      proposal: distrax distribution q, batch `[*batch]`, event `[*event]`.
+      q: the proposal, a distrax distribution, batch `[*batch]`, event `[*event]`.
       num_samples: K >= 1, static.
 
     Returns:
@@ -325,10 +325,10 @@ def snis_expectation(
     """
     check_callable(f, "f")
     check_callable(log_joint, "log_joint")
-    _check_proposal(proposal)
+    _check_proposal(q)
     num_samples = check_positive_int(num_samples, "num_samples")
-    batch = tuple(proposal.batch_shape)
-    z, log_q = proposal.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
+    batch = tuple(q.batch_shape)
+    z, log_q = q.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
     log_w = evaluate_log_joint(log_joint, z, (num_samples, *batch)) - log_q
     values = jnp.asarray(f(z))
     lead = (num_samples, *batch)

@@ -12,7 +12,8 @@ from vi_jax.inference.ais import (
     require_simulate,
     reverse_ais,
 )
-from vi_jax.inference.evaluate import Evaluation, active_units, evaluate_model
+from vi_jax.inference.evaluate import Evaluation, evaluate_model, model_active_units
+from vi_jax.inference.evaluate import active_units as active_units  # the old name
 from vi_jax.inference.gaps import gaps_table, inference_gaps
 from vi_jax.inference.refine import refine, refine_view
 from vi_jax.inference.svi import SVIState, fit_local, make_q, svi_theta_step
@@ -24,7 +25,6 @@ __all__ = [
     "Evaluation",
     "ModelView",
     "SVIState",
-    "active_units",
     "annealed_importance_sampling",
     "annealing_schedule",
     "bdmc",
@@ -35,6 +35,7 @@ __all__ = [
     "gaps_table",
     "inference_gaps",
     "make_q",
+    "model_active_units",
     "refine",
     "refine_view",
     "require_simulate",

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_jax._validation import check_callable, check_finite, check_positive_int
+from vi_jax._validation import check_callable, check_choice, check_finite, check_positive_int
 from vi_jax.estimators import bounds
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.estimators.importance import importance_log_marginal
@@ -44,6 +44,7 @@ def inference_gaps(
     num_elbo_samples: int = 1000,
     chunk_size: int = 500,
     data_chunk: int = 256,
+    progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Per-example log p(x), ELBO(q*), ELBO(q_enc) and the two gaps.
 
@@ -63,6 +64,7 @@ def inference_gaps(
       num_elbo_samples: samples for each ELBO estimate (its MC stderr is returned).
       chunk_size: IS samples per chunk (memory bound).
       data_chunk: examples per compiled call.
+      progress: show a tqdm bar over the chunks of examples.
 
     Returns:
       `(per_example, summary)`: `per_example` maps "log_px", "elbo_opt", "elbo_enc",
@@ -81,7 +83,7 @@ def inference_gaps(
         ("data_chunk", data_chunk),
     ):
         check_positive_int(value, name)
-    svi._check_family(family)
+    check_choice(family, svi.FAMILIES, "family")
     data = jnp.asarray(data)
     if data.ndim < 2:
         raise ValueError(f"`data` must have shape [N, *data_shape], got {data.shape}.")
@@ -126,7 +128,12 @@ def inference_gaps(
 
     parts: list[dict[str, np.ndarray]] = []
     keys = jax.random.split(key, math.ceil(data.shape[0] / data_chunk))
-    for i, k in enumerate(keys):
+    chunks = enumerate(keys)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, total=len(keys), desc="gaps", unit="chunk", leave=False)
+    for i, k in chunks:
         out = run(params, k, data[i * data_chunk : (i + 1) * data_chunk])
         parts.append({n: np.asarray(v) for n, v in out.items()})
     per_example = {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}

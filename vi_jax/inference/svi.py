@@ -41,7 +41,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_jax._validation import check_callable, check_positive_float, check_positive_int
+from vi_jax._validation import (
+    check_callable,
+    check_choice,
+    check_equal_shape,
+    check_positive_float,
+    check_positive_int,
+    check_rank,
+)
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.types import Array, Estimator, LogJoint
 
@@ -62,12 +69,6 @@ class SVIState(NamedTuple):
     step: Array
 
 
-def _check_family(family: Any) -> str:
-    if family not in FAMILIES:
-        raise ValueError(f"`family` must be one of {FAMILIES}, got {family!r}.")
-    return family
-
-
 def init_params(loc: Array, family: str, scale: Array | None = None) -> dict[str, Array]:
     """Free parameters of B Gaussians with means `loc` and diagonal scales `scale`.
 
@@ -80,15 +81,13 @@ def init_params(loc: Array, family: str, scale: Array | None = None) -> dict[str
       Params dict: "meanfield" `{"loc" [B, D], "log_scale" [B, D]}`, "fullrank"
       `{"loc" [B, D], "raw_tri" [B, D, D]}` (diagonal = log scale, off-diagonal 0).
     """
-    family = _check_family(family)
+    family = check_choice(family, FAMILIES, "family")
     loc = jnp.asarray(loc)
-    if loc.ndim != 2:
-        raise ValueError(f"`loc` must have shape [batch, latent], got {loc.shape}.")
+    check_rank(loc, 2, "loc", "[batch, latent]")
     if scale is None:
         scale = jnp.ones_like(loc)
     scale = jnp.asarray(scale, loc.dtype)
-    if scale.shape != loc.shape:
-        raise ValueError(f"`scale` must have the shape of `loc` {loc.shape}, got {scale.shape}.")
+    check_equal_shape(scale, loc, "scale", "loc")
     log_scale = jnp.log(scale)
     if family == "meanfield":
         return {"loc": loc, "log_scale": log_scale}
@@ -97,7 +96,7 @@ def init_params(loc: Array, family: str, scale: Array | None = None) -> dict[str
 
 def scale_tri(params: dict[str, Array], family: str) -> Array:
     """Lower-triangular scale `[B, D, D]` of q (diagonal for "meanfield")."""
-    family = _check_family(family)
+    family = check_choice(family, FAMILIES, "family")
     if family == "meanfield":
         return jax.vmap(jnp.diag)(jnp.exp(params["log_scale"]))
     raw = params["raw_tri"]
@@ -109,7 +108,7 @@ def scale_tri(params: dict[str, Array], family: str) -> Array:
 
 def make_q(params: dict[str, Array], family: str) -> distrax.Distribution:
     """The variational distribution, batch `[B]`, event `[D]`, for `params`."""
-    family = _check_family(family)
+    family = check_choice(family, FAMILIES, "family")
     if family == "meanfield":
         return distrax.MultivariateNormalDiag(params["loc"], jnp.exp(params["log_scale"]))
     return distrax.MultivariateNormalTri(params["loc"], scale_tri(params, family))
@@ -129,7 +128,7 @@ def init(
       optimizer: optax optimiser (default `optax.adam(1e-2)`).
       scale: initial scales `[B, D]` when `params_or_loc` is a mean.
     """
-    family = _check_family(family)
+    family = check_choice(family, FAMILIES, "family")
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     if isinstance(params_or_loc, dict):
         params = params_or_loc
@@ -222,7 +221,7 @@ def fit_local(
       `(params, q, trace)`: final params, the final q (batch `[B]`), and the
       estimator's bound value at each step, `[num_steps, B]` (NaN after an early stop).
     """
-    family = _check_family(family)
+    family = check_choice(family, FAMILIES, "family")
     check_callable(log_joint, "log_joint")
     check_callable(estimator, "estimator")
     num_samples = check_positive_int(num_samples, "num_samples")

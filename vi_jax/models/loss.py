@@ -22,9 +22,7 @@ from vi_jax._validation import check_callable, check_positive_float, check_posit
 from vi_jax.estimators.bounds import kl_divergence
 from vi_jax.estimators.wake_sleep import sleep_phi
 from vi_jax.models.view import vae_view
-from vi_jax.types import Array, Estimator
-
-LossFn = Callable[..., tuple[Array, dict[str, Array]]]
+from vi_jax.types import Array, Estimator, Loss
 
 sg = jax.lax.stop_gradient
 
@@ -79,7 +77,7 @@ def make_vae_loss(
     rest: nnx.State | None = None,
     monitor: bool = True,
     sleep_weight: float = 0.0,
-) -> LossFn:
+) -> Loss:
     """Builds the training loss of a VAE for one gradient estimator.
 
     With `beta == 1` (the default) the loss is `-mean_b estimator(key, log_joint_b, q_b,
@@ -124,13 +122,12 @@ def make_vae_loss(
 
     Returns:
       `loss_fn(params, batch, key) -> (loss, aux)`, or, with a schedule or warm-up,
-      `loss_fn(params, batch, key, step) -> (loss, aux)` (use
-      `make_train_step(loss_fn, optimizer, with_step=True)`); the attribute
-      `loss_fn.takes_step` says which. `batch` is x `[B, data]` (or `(x, ...)`, or a
-      mapping with 'x'); `loss` a scalar; `aux` a dict of scalars: `bound` (mean bound
-      estimate), `kl` (mean KL(q || p): closed form where distrax has it, else a K-sample
-      Monte Carlo estimate), `recon` (mean K-sample estimate of E_q[log p(x | z)]), and
-      `beta` when a KL weight is in use.
+      `loss_fn(params, batch, key, step) -> (loss, aux)`: a `Loss` whose `takes_step` says
+      which (`make_train_step(loss_fn, optimizer)` reads it). `batch` is x `[B, data]` (or
+      `(x, ...)`, or a mapping with 'x'); `loss` a scalar; `aux` a dict of scalars: `bound`
+      (mean bound estimate), `kl` (mean KL(q || p): closed form where distrax has it, else a
+      K-sample Monte Carlo estimate), `recon` (mean K-sample estimate of E_q[log p(x | z)]),
+      and `beta` when a KL weight is in use.
     """
     if not isinstance(graphdef, nnx.GraphDef):
         raise TypeError(
@@ -197,5 +194,4 @@ def make_vae_loss(
             """`(params, batch, key) -> (loss, aux)`; see `make_vae_loss`."""
             return compute(params, batch, key, fixed)
 
-    loss_fn.takes_step = takes_step
-    return loss_fn
+    return Loss(loss_fn, takes_step=takes_step)

@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vi_jax._validation import check_callable
+from vi_jax._validation import check_callable, check_choice
 from vi_jax.models.encoders import DEFAULT_MIN_SCALE, GaussianEncoder
 from vi_jax.models.likelihoods import BernoulliDecoder, GaussianDecoder
 from vi_jax.models.networks import MLP, as_rngs, check_width, check_widths
-from vi_jax.models.vae import LIKELIHOODS, VAE, _check_choice
+from vi_jax.models.vae import LIKELIHOODS, VAE
 
 Array = jax.Array
 Conditional = Callable[[Array], tuple[Array, Array]]
@@ -233,7 +233,7 @@ def make_two_layer_vae(
         )
     d1, d2 = (check_width(d, "latent_dims") for d in latent_dims)
     h1, h2 = (check_widths(h, "hidden") for h in hidden)
-    _check_choice(likelihood, LIKELIHOODS, "likelihood")
+    check_choice(likelihood, LIKELIHOODS, "likelihood")
     rngs = as_rngs(rngs)
     kw = dict(activation=activation, min_scale=min_scale, rngs=rngs)
     encoder = TwoLayerEncoder(

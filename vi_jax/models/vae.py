@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vi_jax._validation import check_finite, check_positive_int
+from vi_jax._validation import check_choice, check_finite, check_positive_int
 from vi_jax.models.encoders import DEFAULT_MIN_SCALE, GaussianEncoder
 from vi_jax.models.likelihoods import BernoulliDecoder, GaussianDecoder
 from vi_jax.models.networks import (
@@ -178,12 +178,6 @@ class VAE(nnx.Module):
 # --------------------------------------------------------------------- constructors
 
 
-def _check_choice(value: object, choices: Sequence[str], name: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
-    return value
-
-
 def make_prior(
     prior: str,
     latent_dim: int,
@@ -193,7 +187,7 @@ def make_prior(
     laplace_scale: float = 1.0,
 ) -> nnx.Module:
     """The prior module called `prior` ("normal", "laplace" or "mog") over `[latent]`."""
-    _check_choice(prior, PRIORS, "prior")
+    check_choice(prior, PRIORS, "prior")
     if prior == "normal":
         return StandardNormalPrior(latent_dim)
     if prior == "laplace":
@@ -256,8 +250,8 @@ def make_mlp_vae(
         if decoder_hidden is None
         else check_widths(decoder_hidden, "decoder_hidden")
     )
-    _check_choice(likelihood, LIKELIHOODS, "likelihood")
-    _check_choice(prior, PRIORS, "prior")
+    check_choice(likelihood, LIKELIHOODS, "likelihood")
+    check_choice(prior, PRIORS, "prior")
     rngs = as_rngs(rngs)
     encoder = GaussianEncoder.mlp(
         data_dim, hidden, latent_dim, activation=activation, min_scale=min_scale, rngs=rngs
@@ -316,8 +310,8 @@ def make_conv_vae(
     latent_dim = check_width(latent_dim, "latent_dim")
     image_shape = check_image_shape(image_shape)
     channels = check_widths(channels, "channels")
-    _check_choice(likelihood, LIKELIHOODS, "likelihood")
-    _check_choice(prior, PRIORS, "prior")
+    check_choice(likelihood, LIKELIHOODS, "likelihood")
+    check_choice(prior, PRIORS, "prior")
     rngs = as_rngs(rngs)
     enc_net = ConvEncoderNet(
         2 * latent_dim,
