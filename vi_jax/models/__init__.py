@@ -2,6 +2,7 @@
 
 from vi_jax.models.encoders import (
     DEFAULT_MIN_SCALE,
+    FamilyEncoder,
     GaussianEncoder,
     inverse_softplus_scale,
     softplus_scale,
@@ -52,6 +53,7 @@ __all__ = [
     "ConvDecoderNet",
     "ConvEncoderNet",
     "GaussianDecoder",
+    "FamilyEncoder",
     "GaussianEncoder",
     "LaplacePrior",
     "LogitBernoulli",
