@@ -11,9 +11,10 @@ coordinates before i in step t's ordering, so the Jacobian is triangular; succes
 steps reverse the ordering (the permutation between steps).
 
 Sampling and log q of the samples cost one MADE pass per step. The inverse (log q of
-an arbitrary z) is sequential: D fixed-point passes per step, x <- (y - (1 - sigma(x))
-m(x)) / sigma(x), each of which fixes one more coordinate, so after D passes it is
-exact (not an approximation) as a function of y, and so is its derivative.
+an arbitrary z) is sequential: D sequential passes per step, x_k <- (y_k - (1 - sigma_k(x))
+m_k(x)) / sigma_k(x), each of which fixes one more coordinate, so after D passes it is
+exact (not an approximation) as a function of y, and so is its derivative. Pass k
+updates only the coordinate of degree k, so no pass ever reads an unfinished guess.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vi_jax.families._base import DEFAULT_MIN_SCALE, check_count
+from vi_jax.families._base import DEFAULT_MIN_SCALE
 from vi_jax.families._flow import FlowFamily
 from vi_jax.types import Array
 
@@ -163,13 +164,18 @@ class IAF(FlowFamily):
         return sigma * x + (1 - sigma) * m, jnp.sum(jax.nn.log_sigmoid(g), -1)
 
     def _step_inverse(self, i: int, y: Array, ctx: Array | None) -> tuple[Array, Array]:
-        def body(_: int, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+        order = jnp.asarray(self.steps[i].order)
+
+        def body(k: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
             x, _ = carry
             m, g = self._gate(i, x, ctx)
             sigma = jax.nn.sigmoid(g)
-            return (y - (1 - sigma) * m) / sigma, jnp.sum(jax.nn.log_sigmoid(g), -1)
+            # Only the coordinate of degree k + 1 is set: its inputs (degrees <= k) are
+            # already exact, and the others stay 0, never an overflowing guess.
+            new = (y - (1 - sigma) * m) / sigma
+            return jnp.where(order == k + 1, new, x), jnp.sum(jax.nn.log_sigmoid(g), -1)
 
-        # After pass k the k first coordinates (in this step's order) are exact, and the
-        # gates of the last pass only read coordinates that were already exact.
-        init = (y, jnp.zeros(y.shape[:-1], y.dtype))
-        return jax.lax.fori_loop(0, check_count(self.latent_dim, "latent_dim"), body, init)
+        # After pass k the coordinates of degree <= k are exact; the gates of the last
+        # pass read only degrees < D, so its log-determinant is exact too.
+        init = (jnp.zeros_like(y), jnp.zeros(y.shape[:-1], y.dtype))
+        return jax.lax.fori_loop(0, self.latent_dim, body, init)
