@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_params, randomise
+from family_helpers import random_params, randomise
 from flax import nnx
 
 from vi_jax.estimators import gradients
@@ -125,13 +125,14 @@ def test_stl_and_dreg_gradients_vanish_when_q_is_the_target(name):
 
     grads = {}
     for est in ("elbo_stl", "iwae_dreg", "iwae_stl", "elbo_pathwise"):
-        g = jax.grad(functools.partial(surrogate, getattr(gradients, est)), argnums=(0, 1))(
-            state, params
-        )
+        g = jax.jit(
+            jax.grad(functools.partial(surrogate, getattr(gradients, est)), argnums=(0, 1))
+        )(state, params)
         grads[est] = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g))
+    # Zero up to float32 rounding of O(1) terms (the pathwise gradient is O(10)).
+    assert grads["elbo_pathwise"] > 1.0, grads
     for est in ("elbo_stl", "iwae_dreg", "iwae_stl"):
-        assert grads[est] < 1e-5, (est, grads)
-    assert grads["elbo_pathwise"] > 1e-3, grads
+        assert grads[est] < 1e-6 * grads["elbo_pathwise"] + 1e-6, (est, grads)
 
 
 def test_errors_name_the_argument():
