@@ -10,6 +10,7 @@ BENCHMARKS = {
     "estimator_quality": "benchmarks.estimator_quality",
     "throughput_numpyro": "benchmarks.throughput_numpyro",
     "iwae_table": "benchmarks.iwae_table",
+    "families": "benchmarks.families",
 }
 
 

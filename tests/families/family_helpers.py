@@ -9,7 +9,10 @@ def randomise(family, key, scale=0.3):
     _, state = nnx.split(family)
     leaves, tree = jax.tree.flatten(state)
     keys = jax.random.split(key, max(len(leaves), 1))
-    new = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+    new = [
+        x + scale * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, keys, strict=True)
+    ]
     nnx.update(family, jax.tree.unflatten(tree, new))
     return family
 

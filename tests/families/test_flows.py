@@ -153,5 +153,6 @@ def test_errors_name_the_argument():
         fam.distribution(jnp.zeros((B, D)), jnp.ones((B, D)))
     with pytest.raises(ValueError, match="`params`"):
         fam(jnp.zeros((B, fam.param_size + 1)))
-    assert isinstance(fam.distribution(jnp.zeros((B, D)), jnp.ones((B, D)), jnp.zeros((B, C))),
-                      FlowDistribution)
+    assert isinstance(
+        fam.distribution(jnp.zeros((B, D)), jnp.ones((B, D)), jnp.zeros((B, C))), FlowDistribution
+    )

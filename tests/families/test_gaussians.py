@@ -1,6 +1,7 @@
 """Gaussian families: densities against distrax's full-covariance Gaussian, round trips of
 params, the linear-Gaussian posterior recovered exactly, errors."""
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,6 @@ from vi_jax.families import (
     LowRankMultivariateNormal,
     make_family,
 )
-import distrax
 
 D, B = 3, 4
 
@@ -53,8 +53,11 @@ def test_low_rank_sample_covariance():
     emp = jnp.cov(z.T)
     # stderr of a sample covariance entry ~ sqrt((s_ii s_jj + s_ij^2) / n) <= 0.01 here
     np.testing.assert_allclose(emp, q.covariance(), atol=0.04)
-    np.testing.assert_allclose(q.entropy(), distrax.MultivariateNormalFullCovariance(
-        jnp.zeros(D), q.covariance()).entropy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        q.entropy(),
+        distrax.MultivariateNormalFullCovariance(jnp.zeros(D), q.covariance()).entropy(),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("family", [FullCovarianceGaussian(2), LowRankGaussian(2, rank=1)])
@@ -91,8 +94,12 @@ def test_linear_gaussian_posterior_is_recovered_exactly(fixed_model, family):
     assert bool(jnp.all(gap < 1e-3)) and bool(jnp.all(gap > -1e-4)), gap
     # the diagonal family cannot: its gap stays clearly positive for this correlated posterior
     diag = DiagonalGaussian(2)
-    q_d = diag(diag.init_params(mean, jnp.sqrt(1.0 / jnp.diag(jnp.linalg.inv(cov))) * jnp.ones((2, 2))))
-    gap_d = fixed_model.log_marginal(x) - fixed_model.elbo(x, q_d.loc, jax.vmap(jnp.diag)(q_d.scale_diag))
+    q_d = diag(
+        diag.init_params(mean, jnp.sqrt(1.0 / jnp.diag(jnp.linalg.inv(cov))) * jnp.ones((2, 2)))
+    )
+    gap_d = fixed_model.log_marginal(x) - fixed_model.elbo(
+        x, q_d.loc, jax.vmap(jnp.diag)(q_d.scale_diag)
+    )
     assert bool(jnp.all(gap_d > 0.05)), gap_d
 
 

@@ -72,7 +72,7 @@ def check_event(x: Array, latent_dim: int, name: str) -> Array:
 
 
 def std_normal_log_prob(eps: Array) -> Array:
-    """log N(eps; 0, I) summed over the last axis."""
+    """Log N(eps; 0, I) summed over the last axis."""
     d = eps.shape[-1]
     return -0.5 * jnp.sum(eps**2, axis=-1) - 0.5 * d * math.log(2 * math.pi)
 
@@ -115,6 +115,6 @@ class Family(nnx.Module):
         return {}
 
     def local(self, params: Array, net: PyTree) -> distrax.Distribution:
-        """q with its own network weights per datum: `net` leaves have a leading `[B]`."""
+        """Q with its own network weights per datum: `net` leaves have a leading `[B]`."""
         del net
         return self(params)

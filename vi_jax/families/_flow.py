@@ -54,14 +54,16 @@ class FlowDistribution(distrax.Distribution):
         per_datum: bool = False,
         params: Array | None = None,
     ) -> None:
-        """Args:
-        loc: `[*batch, D]`.
-        scale: positive `[*batch, D]`.
-        context: `[*batch, C]` or None.
-        graphdef: `nnx.split(flow_family)[0]`.
-        state: the family's weights (`nnx.split(flow_family)[1]`), batched if `per_datum`.
-        per_datum: whether `state` has a leading `[B]` axis.
-        params: the raw per-datum params this q came from (kept for warm starts).
+        """Builds it.
+
+        Args:
+          loc: `[*batch, D]`.
+          scale: positive `[*batch, D]`.
+          context: `[*batch, C]` or None.
+          graphdef: `nnx.split(flow_family)[0]`.
+          state: the family's weights (`nnx.split(flow_family)[1]`), batched if `per_datum`.
+          per_datum: whether `state` has a leading `[B]` axis.
+          params: the raw per-datum params this q came from (kept for warm starts).
         """
         super().__init__()
         self.loc = jnp.asarray(loc)
@@ -78,10 +80,12 @@ class FlowDistribution(distrax.Distribution):
 
     @property
     def event_shape(self) -> tuple[int, ...]:
+        """The event shape `(D,)`."""
         return self.loc.shape[-1:]
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
+        """The batch shape `[*batch]`."""
         return self.loc.shape[:-1]
 
     @property
@@ -134,7 +138,7 @@ class FlowDistribution(distrax.Distribution):
         return self.loc + self.scale * jnp.mean(u, axis=0)
 
     def log_prob(self, value: Array) -> Array:
-        """log q(z) for z `[*s, *batch, D]` -> `[*s, *batch]`, through the inverse flow."""
+        """Log q(z) for z `[*s, *batch, D]` -> `[*s, *batch]`, through the inverse flow."""
         u = (jnp.asarray(value) - self.loc) / self.scale
         eps, logdet = self._apply("untransform", u)
         return std_normal_log_prob(eps) - logdet - jnp.sum(jnp.log(self.scale), -1)
@@ -215,9 +219,7 @@ class FlowFamily(Family):
     def _check_context(self, context: Array | None, batch: tuple[int, ...]) -> Array | None:
         if self.context_dim == 0:
             if context is not None:
-                raise ValueError(
-                    f"`context` given, but this {self.name} flow has context_dim = 0."
-                )
+                raise ValueError(f"`context` given, but this {self.name} flow has context_dim = 0.")
             return None
         if context is None:
             raise ValueError(f"`context` [*batch, {self.context_dim}] is required.")
@@ -239,13 +241,13 @@ class FlowFamily(Family):
         return FlowDistribution(loc, scale, context, graphdef, state)
 
     def __call__(self, params: Array) -> FlowDistribution:
-        """q for `params [*batch, 2 D + C]`: batch `[*batch]`, event `[D]`."""
+        """Q for `params [*batch, 2 D + C]`: batch `[*batch]`, event `[D]`."""
         loc, scale, ctx = self._split(params)
         graphdef, state = nnx.split(self)
         return FlowDistribution(loc, scale, ctx, graphdef, state, params=params)
 
     def local(self, params: Array, net: PyTree) -> FlowDistribution:
-        """q whose datum b uses weights `net[b]` (leaves `[B, ...]`); params `[B, P]`."""
+        """Q whose datum b uses weights `net[b]` (leaves `[B, ...]`); params `[B, P]`."""
         loc, scale, ctx = self._split(params)
         graphdef, _ = nnx.split(self)
         return FlowDistribution(loc, scale, ctx, graphdef, net, per_datum=True, params=params)
@@ -290,8 +292,13 @@ class ContextMLP(nnx.Module):
     """
 
     def __init__(
-        self, in_features: int, context_dim: int, hidden: tuple[int, ...], out_features: int,
-        *, rngs: nnx.Rngs,
+        self,
+        in_features: int,
+        context_dim: int,
+        hidden: tuple[int, ...],
+        out_features: int,
+        *,
+        rngs: nnx.Rngs,
     ) -> None:
         widths = (in_features + context_dim, *hidden)
         self.layers = nnx.List(

@@ -25,16 +25,18 @@ class DiagonalGaussian(Family):
     name = "diag"
 
     def __init__(self, latent_dim: int, *, min_scale: float = DEFAULT_MIN_SCALE) -> None:
-        """Args:
-        latent_dim: D >= 1.
-        min_scale: floor of the standard deviations.
+        """Builds it.
+
+        Args:
+          latent_dim: D >= 1.
+          min_scale: floor of the standard deviations.
         """
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.min_scale = float(min_scale)
         self.param_size = 2 * self.latent_dim
 
     def __call__(self, params: Array) -> distrax.MultivariateNormalDiag:
-        """q for `params [*batch, 2 D]`: batch `[*batch]`, event `[D]`."""
+        """Q for `params [*batch, 2 D]`: batch `[*batch]`, event `[D]`."""
         params = check_params(params, self.param_size, self.name)
         loc, raw = jnp.split(params, 2, axis=-1)
         return distrax.MultivariateNormalDiag(loc, positive(raw, self.min_scale))

@@ -29,9 +29,11 @@ class FullCovarianceGaussian(Family):
     name = "fullrank"
 
     def __init__(self, latent_dim: int, *, min_scale: float = DEFAULT_MIN_SCALE) -> None:
-        """Args:
-        latent_dim: D >= 1.
-        min_scale: floor of the Cholesky diagonal.
+        """Builds it.
+
+        Args:
+          latent_dim: D >= 1.
+          min_scale: floor of the Cholesky diagonal.
         """
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.min_scale = float(min_scale)
@@ -52,7 +54,7 @@ class FullCovarianceGaussian(Family):
         return tri + diag[..., None, :] * jnp.eye(d, dtype=params.dtype)
 
     def __call__(self, params: Array) -> distrax.MultivariateNormalTri:
-        """q for `params [*batch, param_size]`: batch `[*batch]`, event `[D]`."""
+        """Q for `params [*batch, param_size]`: batch `[*batch]`, event `[D]`."""
         params = check_params(params, self.param_size, self.name)
         return distrax.MultivariateNormalTri(params[..., : self.latent_dim], self.scale_tri(params))
 

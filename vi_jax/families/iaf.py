@@ -19,9 +19,9 @@ updates only the coordinate of degree k, so no pass ever reads an unfinished gue
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vi_jax.families._base import DEFAULT_MIN_SCALE
@@ -53,10 +53,12 @@ class MaskedLinear(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((shape[1],)))
 
     def mask(self) -> np.ndarray:
+        """The boolean connectivity mask `[in, out]` (a constant)."""
         din, dout = np.asarray(self.in_degrees)[:, None], np.asarray(self.out_degrees)[None, :]
         return (dout > din) if self.strict else (dout >= din)
 
     def __call__(self, x: Array) -> Array:
+        """The masked dense map `[..., in] -> [..., out]`."""
         kernel = self.kernel[...] * jnp.asarray(self.mask(), x.dtype)
         return x @ kernel.astype(x.dtype) + self.bias[...].astype(x.dtype)
 
@@ -79,9 +81,7 @@ class MADE(nnx.Module):
         d = len(order)
         self.order = tuple(int(o) for o in order)
         # Hidden degrees cycle through 1..D-1; with D = 1 they are 0 (context only).
-        degrees = [
-            tuple(0 if d == 1 else (k % (d - 1)) + 1 for k in range(h)) for h in hidden
-        ]
+        degrees = [tuple(0 if d == 1 else (k % (d - 1)) + 1 for k in range(h)) for h in hidden]
         ins = [self.order, *degrees[:-1]]
         self.layers = nnx.List(
             [MaskedLinear(a, b, strict=False, rngs=rngs) for a, b in zip(ins, degrees, strict=True)]
@@ -94,6 +94,7 @@ class MADE(nnx.Module):
         )
 
     def __call__(self, x: Array, context: Array | None) -> tuple[Array, Array]:
+        """`(m, s)`, each `[..., D]`, for x `[..., D]` and context `[..., C]` (or None)."""
         h = x
         for i, layer in enumerate(self.layers):
             h = layer(h)
@@ -126,14 +127,16 @@ class IAF(FlowFamily):
         min_scale: float = DEFAULT_MIN_SCALE,
         rngs: nnx.Rngs | int = 0,
     ) -> None:
-        """Args:
-        latent_dim: D >= 1.
-        num_steps: IAF steps >= 1.
-        hidden: MADE hidden width(s), each >= 1.
-        context_dim: C >= 0, width of the encoder's context (0: no context).
-        forget_bias: added to s before the sigmoid (sigma starts near sigmoid(1) = 0.73).
-        min_scale: floor of the final scale.
-        rngs: `nnx.Rngs` or int seed.
+        """Builds it.
+
+        Args:
+          latent_dim: D >= 1.
+          num_steps: IAF steps >= 1.
+          hidden: MADE hidden width(s), each >= 1.
+          context_dim: C >= 0, width of the encoder's context (0: no context).
+          forget_bias: added to s before the sigmoid (sigma starts near sigmoid(1) = 0.73).
+          min_scale: floor of the final scale.
+          rngs: `nnx.Rngs` or int seed.
         """
         super().__init__(
             latent_dim,
@@ -147,8 +150,12 @@ class IAF(FlowFamily):
         natural = tuple(range(1, self.latent_dim + 1))
         self.steps = nnx.List(
             [
-                MADE(natural if i % 2 == 0 else natural[::-1], self.hidden, self.context_dim,
-                     rngs=rngs)
+                MADE(
+                    natural if i % 2 == 0 else natural[::-1],
+                    self.hidden,
+                    self.context_dim,
+                    rngs=rngs,
+                )
                 for i in range(self.num_steps)
             ]
         )

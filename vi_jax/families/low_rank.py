@@ -31,10 +31,12 @@ class LowRankMultivariateNormal(distrax.Distribution):
     """
 
     def __init__(self, loc: Array, diag: Array, factor: Array) -> None:
-        """Args:
-        loc: `[*batch, D]`.
-        diag: positive standard deviations of the diagonal part, `[*batch, D]`.
-        factor: W `[*batch, D, r]`.
+        """Builds it.
+
+        Args:
+          loc: `[*batch, D]`.
+          diag: positive standard deviations of the diagonal part, `[*batch, D]`.
+          factor: W `[*batch, D, r]`.
         """
         super().__init__()
         self.loc = jnp.asarray(loc)
@@ -48,18 +50,22 @@ class LowRankMultivariateNormal(distrax.Distribution):
 
     @property
     def event_shape(self) -> tuple[int, ...]:
+        """The event shape `(D,)`."""
         return self.loc.shape[-1:]
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
+        """The batch shape `[*batch]`."""
         return self.loc.shape[:-1]
 
     @property
     def dtype(self):  # noqa: ANN201
+        """The dtype of samples."""
         return self.loc.dtype
 
     @property
     def rank(self) -> int:
+        """r, the number of covariance factors."""
         return self.factor.shape[-1]
 
     def _sample_n(self, key: Array, n: int) -> Array:
@@ -85,7 +91,7 @@ class LowRankMultivariateNormal(distrax.Distribution):
         return jnp.einsum("...rs,...ds->...rd", chol_inv, w_scaled), logdet
 
     def log_prob(self, value: Array) -> Array:
-        """log q(z) for z `[*s, *batch, D]` -> `[*s, *batch]`."""
+        """Log q(z) for z `[*s, *batch, D]` -> `[*s, *batch]`."""
         r = jnp.asarray(value) - self.loc
         a, logdet = self._inner()
         quad = jnp.sum(r**2 * self.diag**-2, -1) - jnp.sum(
@@ -95,6 +101,7 @@ class LowRankMultivariateNormal(distrax.Distribution):
         return -0.5 * (quad + logdet + d * math.log(2 * math.pi))
 
     def mean(self) -> Array:
+        """E[z] `[*batch, D]`."""
         return self.loc
 
     def covariance(self) -> Array:
@@ -104,6 +111,7 @@ class LowRankMultivariateNormal(distrax.Distribution):
         return low_rank + self.diag[..., :, None] ** 2 * eye
 
     def entropy(self) -> Array:
+        """Entropy `[*batch]` (closed form)."""
         _, logdet = self._inner()
         d = self.loc.shape[-1]
         return 0.5 * (logdet + d * (1 + math.log(2 * math.pi)))
@@ -117,10 +125,12 @@ class LowRankGaussian(Family):
     def __init__(
         self, latent_dim: int, rank: int = 2, *, min_scale: float = DEFAULT_MIN_SCALE
     ) -> None:
-        """Args:
-        latent_dim: D >= 1.
-        rank: r >= 1, the number of covariance factors.
-        min_scale: floor of the diagonal standard deviations.
+        """Builds it.
+
+        Args:
+          latent_dim: D >= 1.
+          rank: r >= 1, the number of covariance factors.
+          min_scale: floor of the diagonal standard deviations.
         """
         self.latent_dim = check_count(latent_dim, "latent_dim")
         self.rank = check_count(rank, "rank")
@@ -128,7 +138,7 @@ class LowRankGaussian(Family):
         self.param_size = self.latent_dim * (2 + self.rank)
 
     def __call__(self, params: Array) -> LowRankMultivariateNormal:
-        """q for `params [*batch, param_size]`: batch `[*batch]`, event `[D]`."""
+        """Q for `params [*batch, param_size]`: batch `[*batch]`, event `[D]`."""
         params = check_params(params, self.param_size, self.name)
         d = self.latent_dim
         factor = params[..., 2 * d :].reshape(*params.shape[:-1], d, self.rank)
@@ -137,8 +147,10 @@ class LowRankGaussian(Family):
         )
 
     def init_params(self, loc: Array, scale: Array) -> Array:
-        """`[B, param_size]`: diagonal part `scale`, small factors (not exactly zero, so
-        that the factors' gradients are not all symmetric at the start)."""
+        """`[B, param_size]`: diagonal part `scale`, small equal factors.
+
+        Not exactly zero: at W = 0 the factors' gradient vanishes (a saddle).
+        """
         d = self.latent_dim
         factor = 1e-2 * jnp.ones((*loc.shape[:-1], d * self.rank), loc.dtype)
         return jnp.concatenate([loc, inverse_positive(scale, self.min_scale), factor], -1)

@@ -42,17 +42,22 @@ class RealNVP(FlowFamily):
         min_scale: float = DEFAULT_MIN_SCALE,
         rngs: nnx.Rngs | int = 0,
     ) -> None:
-        """Args:
-        latent_dim: D >= 2.
-        num_steps: coupling steps >= 1 (use an even number so every coordinate moves).
-        hidden: conditioner hidden width(s), each >= 1.
-        context_dim: C >= 0, width of the encoder's context.
-        max_log_scale: bound > 0 on |log scale| per step.
-        min_scale: floor of the final scale.
-        rngs: `nnx.Rngs` or int seed.
+        """Builds it.
+
+        Args:
+          latent_dim: D >= 2.
+          num_steps: coupling steps >= 1 (use an even number so every coordinate moves).
+          hidden: conditioner hidden width(s), each >= 1.
+          context_dim: C >= 0, width of the encoder's context.
+          max_log_scale: bound > 0 on |log scale| per step.
+          min_scale: floor of the final scale.
+          rngs: `nnx.Rngs` or int seed.
         """
         super().__init__(
-            latent_dim, num_steps=num_steps, hidden=hidden, context_dim=context_dim,
+            latent_dim,
+            num_steps=num_steps,
+            hidden=hidden,
+            context_dim=context_dim,
             min_scale=min_scale,
         )
         self.max_log_scale = check_positive_float(max_log_scale, "max_log_scale")
@@ -60,8 +65,9 @@ class RealNVP(FlowFamily):
         rngs = nnx.Rngs(rngs) if isinstance(rngs, int) else rngs
         self.steps = nnx.List(
             [
-                ContextMLP(self.latent_dim, self.context_dim, self.hidden, 2 * self.latent_dim,
-                           rngs=rngs)
+                ContextMLP(
+                    self.latent_dim, self.context_dim, self.hidden, 2 * self.latent_dim, rngs=rngs
+                )
                 for _ in range(self.num_steps)
             ]
         )

@@ -37,18 +37,23 @@ class SplineFlow(FlowFamily):
         min_scale: float = DEFAULT_MIN_SCALE,
         rngs: nnx.Rngs | int = 0,
     ) -> None:
-        """Args:
-        latent_dim: D >= 2.
-        num_steps: coupling steps >= 1.
-        hidden: conditioner hidden width(s), each >= 1.
-        context_dim: C >= 0.
-        num_bins: spline bins >= 1.
-        bound: the spline acts on [-bound, bound] (of the standardised noise), > 0.
-        min_scale: floor of the final scale.
-        rngs: `nnx.Rngs` or int seed.
+        """Builds it.
+
+        Args:
+          latent_dim: D >= 2.
+          num_steps: coupling steps >= 1.
+          hidden: conditioner hidden width(s), each >= 1.
+          context_dim: C >= 0.
+          num_bins: spline bins >= 1.
+          bound: the spline acts on [-bound, bound] (of the standardised noise), > 0.
+          min_scale: floor of the final scale.
+          rngs: `nnx.Rngs` or int seed.
         """
         super().__init__(
-            latent_dim, num_steps=num_steps, hidden=hidden, context_dim=context_dim,
+            latent_dim,
+            num_steps=num_steps,
+            hidden=hidden,
+            context_dim=context_dim,
             min_scale=min_scale,
         )
         self.num_bins = check_count(num_bins, "num_bins")
@@ -58,8 +63,13 @@ class SplineFlow(FlowFamily):
         width = 3 * self.num_bins + 1
         self.steps = nnx.List(
             [
-                ContextMLP(self.latent_dim, self.context_dim, self.hidden,
-                           width * self.latent_dim, rngs=rngs)
+                ContextMLP(
+                    self.latent_dim,
+                    self.context_dim,
+                    self.hidden,
+                    width * self.latent_dim,
+                    rngs=rngs,
+                )
                 for _ in range(self.num_steps)
             ]
         )

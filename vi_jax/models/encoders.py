@@ -146,7 +146,9 @@ class FamilyEncoder(nnx.Module):
         if not isinstance(net, nnx.Module):
             raise TypeError(f"`net` must be an nnx.Module, got {type(net).__name__}.")
         if not isinstance(family, Family):
-            raise TypeError(f"`family` must be a vi_jax.families.Family, got {type(family).__name__}.")
+            raise TypeError(
+                f"`family` must be a vi_jax.families.Family, got {type(family).__name__}."
+            )
         out = getattr(net, "out_features", None)
         if out is not None and out != family.param_size:
             raise ValueError(
@@ -185,7 +187,9 @@ class FamilyEncoder(nnx.Module):
             latent_dim,
             flow_steps=flow_steps,
             flow_hidden=flow_hidden,
-            context_dim=check_width(flow_context, "flow_context") if posterior in FLOW_FAMILIES else 0,
+            context_dim=check_width(flow_context, "flow_context")
+            if posterior in FLOW_FAMILIES
+            else 0,
             rank=rank,
             min_scale=min_scale,
             rngs=rngs,
