@@ -114,6 +114,11 @@ class Family(nnx.Module):
         del q
         return {}
 
+    def local_net(self, batch: int, q: distrax.Distribution | None = None) -> PyTree:
+        """Per-datum network weights for `local` (leaves `[batch, ...]`; empty here)."""
+        del batch, q
+        return {}
+
     def local(self, params: Array, net: PyTree) -> distrax.Distribution:
         """Q with its own network weights per datum: `net` leaves have a leading `[B]`."""
         del net
