@@ -25,7 +25,7 @@ from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.families import make_family
 
 FULL = os.environ.get("VI_JAX_NOTEBOOK_SIZE", "ci") == "full"
-STEPS = 3000 if FULL else 400
+STEPS = 3000 if FULL else 1500
 EVAL_K = 20000 if FULL else 4000
 
 # %% [markdown]

@@ -63,6 +63,32 @@ def _parser() -> argparse.ArgumentParser:
         "-k", "--num-samples", type=int, default=d.num_samples, help="samples per data point (K)"
     )
     t.add_argument("--alpha", type=float, default=d.alpha, help="Renyi order for --objective renyi")
+    t.add_argument(
+        "-m",
+        "--num-groups",
+        type=int,
+        default=d.num_groups,
+        help="M groups of K samples for --objective miwae|piwae",
+    )
+    t.add_argument(
+        "--beta",
+        type=float,
+        default=d.ciwae_beta,
+        dest="ciwae_beta",
+        help="CIWAE mixture weight in [0, 1] (1 = ELBO, 0 = IWAE)",
+    )
+    t.add_argument(
+        "--tvo-partitions",
+        type=int,
+        default=d.tvo_partitions,
+        help="TVO partitions of [0, 1] (log-spaced from 0.01)",
+    )
+    t.add_argument(
+        "--sleep-weight",
+        type=float,
+        default=d.sleep_weight,
+        help="--objective rws: weight of the sleep-phi term (0 = wake only)",
+    )
     t.add_argument("--kl-warmup-steps", type=int, default=d.kl_warmup_steps)
     t.add_argument("--binarize", choices=["dynamic", "static"], default=d.binarize)
     t.add_argument("--seed", type=int, default=d.seed)

@@ -57,12 +57,23 @@ from vi_jax.estimators.importance import (
 )
 from vi_jax.estimators.measure_valued import measure_valued_jacobians
 from vi_jax.estimators.monte_carlo import MCEstimate, mc_expectation, mc_mean_and_stderr
+from vi_jax.estimators.multisample import (
+    ciwae_bound,
+    ciwae_pathwise,
+    miwae_bound,
+    miwae_dreg,
+    miwae_pathwise,
+    piwae_dreg,
+    piwae_pathwise,
+)
 from vi_jax.estimators.problems import (
     BinaryLatentGaussian,
     LinearGaussian,
     make_binary_latent_gaussian,
     make_linear_gaussian,
 )
+from vi_jax.estimators.thermodynamic import tvo, tvo_bound, tvo_schedule
+from vi_jax.estimators.wake_sleep import rws_wake, rws_wake_phi, rws_wake_theta, sleep_phi
 from vi_jax.estimators.weights import (
     PARETO_K_THRESHOLD,
     effective_sample_size,
@@ -133,4 +144,18 @@ __all__ = [
     "uniform_log_marginal",
     "update_moving_average",
     "vimco",
+    "ciwae_bound",
+    "ciwae_pathwise",
+    "miwae_bound",
+    "miwae_dreg",
+    "miwae_pathwise",
+    "piwae_dreg",
+    "piwae_pathwise",
+    "rws_wake",
+    "rws_wake_phi",
+    "rws_wake_theta",
+    "sleep_phi",
+    "tvo",
+    "tvo_bound",
+    "tvo_schedule",
 ]

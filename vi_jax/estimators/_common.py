@@ -121,3 +121,16 @@ def draw(
 def sample_shape_of(q: distrax.Distribution, num_samples: int) -> tuple[int, ...]:
     """`(num_samples, *q.batch_shape)`: the shape of log-weights."""
     return (num_samples, *q.batch_shape)
+
+
+def snis_weights(log_w: Array, axis: int = 0) -> Array:
+    """Self-normalised weights over `axis`; 0 for an all -inf row, NaN if any entry is NaN."""
+    m = jnp.max(log_w, axis=axis, keepdims=True)
+    empty = jnp.isneginf(m)
+    e = jnp.exp(log_w - jnp.where(empty, 0.0, m))
+    return jnp.where(empty, 0.0, e / jnp.sum(e, axis=axis, keepdims=True))
+
+
+def weighted_sum(weights: Array, values: Array, axis: int = 0) -> Array:
+    """Sum over `axis` of weights * values, reading 0 * (-inf) as 0; NaN stays NaN."""
+    return jnp.sum(jnp.where(weights == 0, 0.0, weights * values), axis=axis)

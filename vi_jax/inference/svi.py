@@ -245,7 +245,7 @@ def fit_local(
       num_steps: number of steps >= 1 (static).
       init_scale: initial scales `[B, D]` when `init_params` is a mean.
       tol: if given (> 0), a `lax.while_loop` stops early once the relative change
-        |m_t - m_{t-1}| / |m_{t-1}| of the batch-averaged bound, averaged over two
+        `|m_t - m_{t-1}| / |m_{t-1}|` of the batch-averaged bound, averaged over two
         consecutive windows of `window` steps, falls below `tol`; `num_steps` is then
         the maximum.
       window: window length (>= 1) for the convergence test.

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import distrax
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -163,6 +164,13 @@ class VAE(nnx.Module):
         num = check_positive_int(num, "num")
         z = self.prior().sample(seed=key, sample_shape=(num,))
         return self.decode(z).mean()
+
+    def simulate(self, key: Array, num: int) -> tuple[Array, Array]:
+        """Draws z ~ p(z), x ~ p(x | z); returns z `[num, latent]` and x `[num, data]`."""
+        num = check_positive_int(num, "num")
+        kz, kx = jax.random.split(key)
+        z = self.prior().sample(seed=kz, sample_shape=(num,))
+        return z, self.decode(z).sample(seed=kx)
 
     def reconstruct(self, key: Array, x: Array) -> Array:
         """Reconstructions: z ~ q(z | x), returns E[x | z] `[*batch, data]`."""
