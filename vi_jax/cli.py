@@ -63,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="e.g. 400 or 200,200")
     t.add_argument("--activation", default=d.activation)
     t.add_argument("--prior", choices=["normal", "laplace", "mog"], default=d.prior)
+    t.add_argument(
+        "--posterior",
+        choices=["diag", "fullrank", "lowrank", "iaf", "realnvp", "spline"],
+        default=d.posterior,
+        help="the encoder's variational family",
+    )
+    t.add_argument("--flow-steps", type=int, default=d.flow_steps, help="flow steps (flows)")
+    t.add_argument(
+        "--flow-hidden", type=int, default=d.flow_hidden, help="flow networks' hidden width"
+    )
     t.add_argument("--objective", choices=list(registry.objectives()), default=d.objective)
     t.add_argument("--estimator", default=d.estimator, help=registry.describe())
     t.add_argument(

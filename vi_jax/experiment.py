@@ -24,6 +24,7 @@ from vi_jax import plotting
 from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
 from vi_jax.estimators.thermodynamic import tvo_schedule
+from vi_jax.families import CONTINUOUS_FAMILIES
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
 from vi_jax.models import (
     make_binary_vae,
@@ -103,6 +104,9 @@ class TrainConfig:
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
     prior: str = "normal"
+    posterior: str = "diag"
+    flow_steps: int = 2
+    flow_hidden: int = 64
     objective: str = "elbo"
     estimator: str = "pathwise"
     num_samples: int = 1
@@ -141,6 +145,8 @@ class TrainConfig:
             "eval_samples",
             "eval_every",
             "checkpoint_every",
+            "flow_steps",
+            "flow_hidden",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -156,6 +162,10 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(
                 f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
+            )
+        if self.posterior not in CONTINUOUS_FAMILIES:
+            raise ValueError(
+                f"`posterior` must be one of {list(CONTINUOUS_FAMILIES)}, got {self.posterior!r}."
             )
         spec = registry.get_estimator(self.objective, self.estimator)
         spec.check_num_samples(self.num_samples)
@@ -252,6 +262,9 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
             hidden=tuple(config.hidden),
             activation=config.activation,
             prior=config.prior,
+            posterior=config.posterior,
+            flow_steps=config.flow_steps,
+            flow_hidden=config.flow_hidden,
             rngs=config.seed,
         )
     graphdef, params, rest = split_params(vae)

@@ -74,7 +74,7 @@ def require_reparameterized(q: distrax.Distribution, estimator: str) -> None:
         )
 
 
-def log_prob_path_only(q: distrax.Distribution, z: Array) -> Array:
+def log_prob_path_only(q: distrax.Distribution, z: Array, log_q: Array | None = None) -> Array:
     """Log q(z) whose gradient flows only along the sample path z, not to q's parameters.
 
     Value: log q(z). Gradient: (d log q / d z) . dz, with q's parameters held constant,
@@ -83,14 +83,31 @@ def log_prob_path_only(q: distrax.Distribution, z: Array) -> Array:
     arrays (e.g. in bijectors) that a `tree_map(stop_gradient, q)` does not reach.
     Requires log q(z)[k, b] to depend only on z[k, b] (true for any distribution's
     batched log_prob).
+
+    Flows: d log q / d z is the z-gradient of log q(z) = log N(T^-1(z)) + log|det dT^-1/dz|
+    evaluated through the inverse flow, which is exact for coupling flows (one pass) and
+    for IAF (D sequential passes per step, an exact fixed point, see `vi_jax.families.iaf`),
+    so the construction is the STL term for any invertible q, at the cost of one inverse
+    pass and its backward pass. `log_q`, the value from the sampling pass when the caller
+    has it, saves the inverse for the value (not for the gradient).
     """
-    log_q = q.log_prob(z)
+    if log_q is None:
+        log_q = q.log_prob(z)
     dlogq_dz = jax.grad(lambda zz: jnp.sum(q.log_prob(zz)))(jax.lax.stop_gradient(z))
     dlogq_dz = jax.lax.stop_gradient(dlogq_dz)
     path = jnp.sum(
         (dlogq_dz * (z - jax.lax.stop_gradient(z))).reshape(log_q.shape + (-1,)), axis=-1
     )
     return jax.lax.stop_gradient(log_q) + path
+
+
+def draw_and_log_prob(key: Array, q: distrax.Distribution, num_samples: int) -> tuple[Array, Array]:
+    """Samples `[num_samples, *batch, *event]` and their log q `[num_samples, *batch]` in one pass.
+
+    For a Gaussian this equals `q.log_prob(q.sample(...))` (same function of the
+    parameters); for a flow it avoids inverting the flow.
+    """
+    return q.sample_and_log_prob(seed=key, sample_shape=(num_samples,))
 
 
 def evaluate_log_joint(log_joint: LogJoint, z: Array, expected_shape: tuple[int, ...]) -> Array:

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from vi_jax._validation import is_concrete
+from vi_jax.types import Array
 
-Array = jax.Array
 sg = jax.lax.stop_gradient
 
 

@@ -28,7 +28,7 @@ provides:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import distrax
 import jax
@@ -41,9 +41,8 @@ from vi_jax.estimators.baselines import (
     moving_average_baseline,
     moving_average_init,
 )
-from vi_jax.types import Array
+from vi_jax.types import Array, PyTree
 
-PyTree = Any
 sg = jax.lax.stop_gradient
 
 __all__ = [

@@ -47,12 +47,16 @@ sg = jax.lax.stop_gradient
 def _reparam_log_weights(
     key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int, name: str
 ) -> tuple[Array, Array, Array]:
-    """Reparameterised z and the two halves of log w, with the full gradient path."""
+    """Reparameterised z, log p(x, z) and log q(z), with the full gradient path.
+
+    log q comes from the sampling pass (`q.sample_and_log_prob`): for a flow that is one
+    forward pass, where `q.log_prob(z)` would invert the flow (sequential for IAF).
+    """
     num_samples = _common.check_args(log_joint, q, num_samples)
     _common.require_reparameterized(q, name)
-    z = _common.draw(key, q, num_samples)
+    z, log_q = _common.draw_and_log_prob(key, q, num_samples)
     log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
-    return z, log_p, num_samples
+    return z, log_p, log_q
 
 
 def _safe_softmax(log_w: Array) -> Array:
@@ -96,8 +100,8 @@ def elbo_pathwise(
     Returns:
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = pathwise gradient.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_pathwise")
-    return jnp.mean(log_p - q.log_prob(z), axis=0)
+    _, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_pathwise")
+    return jnp.mean(log_p - log_q, axis=0)
 
 
 def elbo_stl(
@@ -118,8 +122,8 @@ def elbo_stl(
     Returns:
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = STL gradient.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_stl")
-    return jnp.mean(log_p - _common.log_prob_path_only(q, z), axis=0)
+    z, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_stl")
+    return jnp.mean(log_p - _common.log_prob_path_only(q, z, log_q), axis=0)
 
 
 def iwae_pathwise(
@@ -136,8 +140,8 @@ def iwae_pathwise(
     Returns:
       Surrogate `[*batch]`: value = one draw of L_K, gradient = its pathwise gradient.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_pathwise")
-    return _common.log_mean_exp(log_p - q.log_prob(z))
+    _, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_pathwise")
+    return _common.log_mean_exp(log_p - log_q)
 
 
 def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -156,8 +160,8 @@ def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_sampl
     Returns:
       Surrogate `[*batch]`: value = one draw of L_K.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_stl")
-    return _common.log_mean_exp(log_p - _common.log_prob_path_only(q, z))
+    z, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_stl")
+    return _common.log_mean_exp(log_p - _common.log_prob_path_only(q, z, log_q))
 
 
 def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -180,8 +184,8 @@ def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samp
     Returns:
       Surrogate `[*batch]`: value = one draw of L_K, gradient = the DReG gradient.
     """
-    z, log_p, num_samples = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_dreg")
-    log_w = log_p - _common.log_prob_path_only(q, z)
+    z, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_dreg")
+    log_w = log_p - _common.log_prob_path_only(q, z, log_q)
     w_tilde = sg(_safe_softmax(log_w))
     # theta-only copy of log p: same value, no path to phi.
     log_p_theta = log_joint(sg(z))
@@ -213,8 +217,8 @@ def renyi_pathwise(
       Surrogate `[*batch]`: value and gradient of the K-sample Renyi bound estimate.
     """
     alpha = _check_alpha(alpha)
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "renyi_pathwise")
-    return renyi_from_log_weights(log_p - q.log_prob(z), alpha)
+    _, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "renyi_pathwise")
+    return renyi_from_log_weights(log_p - log_q, alpha)
 
 
 # --------------------------------------------------------------------- score function

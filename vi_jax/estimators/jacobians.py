@@ -24,7 +24,6 @@ Control variates for all three: `vi_jax.estimators.control_variates`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import distrax
 import jax
@@ -34,9 +33,8 @@ from vi_jax._validation import check_callable, check_positive_int
 from vi_jax.estimators import _common
 from vi_jax.estimators.baselines import MovingAverage, baseline_value
 from vi_jax.estimators.measure_valued import measure_valued_jacobians
+from vi_jax.types import Array, PyTree
 
-Array = jax.Array
-PyTree = Any
 DistBuilder = Callable[[PyTree], distrax.Distribution]
 sg = jax.lax.stop_gradient
 

@@ -14,6 +14,7 @@ from vi_jax.models.binary_vae import (
 )
 from vi_jax.models.encoders import (
     DEFAULT_MIN_SCALE,
+    FamilyEncoder,
     GaussianEncoder,
     inverse_softplus_scale,
     softplus_scale,
@@ -85,6 +86,7 @@ __all__ = [
     "ConvEncoderNet",
     "FirstLayerDecoder",
     "GaussianDecoder",
+    "FamilyEncoder",
     "GaussianEncoder",
     "LaplacePrior",
     "LogitBernoulli",

@@ -33,8 +33,8 @@ from vi_jax.models.encoders import DEFAULT_MIN_SCALE, GaussianEncoder
 from vi_jax.models.likelihoods import BernoulliDecoder, GaussianDecoder
 from vi_jax.models.networks import MLP, as_rngs, check_width, check_widths
 from vi_jax.models.vae import LIKELIHOODS, VAE
+from vi_jax.types import Array
 
-Array = jax.Array
 Conditional = Callable[[Array], tuple[Array, Array]]
 
 _LOG_2PI = math.log(2.0 * math.pi)
