@@ -12,6 +12,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,14 +87,41 @@ def check_rank_at_least(x: Any, rank: int, name: str) -> None:
         )
 
 
-def check_shape(x: Any, shape: Sequence[int | None], name: str) -> None:
-    """Raises ValueError unless `x.shape` matches `shape` (None matches any size)."""
-    actual = tuple(jnp.shape(x))
-    if len(actual) != len(shape) or any(
-        s is not None and s != a for s, a in zip(shape, actual, strict=False)
-    ):
-        expected = tuple("*" if s is None else s for s in shape)
-        raise ValueError(f"`{name}` must have shape {expected}, got {actual}.")
+def check_choice(value: Any, choices: Sequence[Any], name: str) -> Any:
+    """Returns `value` if it is one of `choices`, else raises ValueError naming `name`."""
+    options = list(choices)
+    if not any(value is c or (type(value) is type(c) and value == c) for c in options):
+        raise ValueError(f"`{name}` must be one of {options}, got {value!r}.")
+    return value
+
+
+def check_rank(x: Any, rank: int | set[int], name: str, layout: str | None = None) -> None:
+    """Raises ValueError unless `x` has rank `rank` (an int or a set of ints).
+
+    The test is `chex.assert_rank` (static, so it works on tracers); its AssertionError,
+    which does not name the argument, becomes the cause of a ValueError that does.
+
+    Args:
+      x: an array (or anything with a shape).
+      rank: the rank, or a set of accepted ranks.
+      name: the argument's name, for the message.
+      layout: how the message describes the expected shape, e.g. "[batch, latent]".
+    """
+    try:
+        chex.assert_rank(x, rank)
+    except AssertionError as err:
+        expected = layout or f"of rank {rank}"
+        raise ValueError(f"`{name}` must have shape {expected}, got {jnp.shape(x)}.") from err
+
+
+def check_equal_shape(x: Any, like: Any, name: str, like_name: str) -> None:
+    """Raises ValueError unless `x` has the shape of `like` (`chex.assert_equal_shape`)."""
+    try:
+        chex.assert_equal_shape([x, like])
+    except AssertionError as err:
+        raise ValueError(
+            f"`{name}` must have the shape of `{like_name}` {jnp.shape(like)}, got {jnp.shape(x)}."
+        ) from err
 
 
 def check_callable(f: Any, name: str) -> None:

@@ -13,16 +13,17 @@ layer (including `vi_jax.estimators`, which imports no Flax or optax) can use it
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import chex
 import distrax
 
-Array = chex.Array
+Array: TypeAlias = chex.Array
 """A JAX (or NumPy) array; `jax.Array` inside compiled code."""
 
-PRNGKey = chex.PRNGKey
+PRNGKey: TypeAlias = chex.PRNGKey
 """A random key: `jax.random.key(seed)` or a legacy `jax.random.PRNGKey(seed)`."""
 
 PyTree = Any
@@ -71,12 +72,16 @@ class ModelView(NamedTuple):
       posterior: q(z | x), batch `[B]`, event `[latent]` (the encoder's, if amortised).
       log_likelihood: `z [K, B, latent] -> log p(x | z) [K, B]`.
       prior: p(z), event `[latent]`.
+      simulate: optional `simulate(key, num) -> (z [num, latent], x [num, data])`, draws
+        from the model's joint p(z) p(x | z) (for sleep-phi updates and BDMC); None when
+        the model cannot simulate.
     """
 
     log_joint: LogJoint
     posterior: distrax.Distribution
     log_likelihood: LogJoint
     prior: distrax.Distribution
+    simulate: Callable[[PRNGKey, int], tuple[Array, Array]] | None = None
 
 
 ModelFn = Callable[[PyTree, Array], ModelView]
@@ -91,10 +96,53 @@ LossFn = Callable[..., tuple[Array, Metrics]]
 TrainStep = Callable[[PyTree, PyTree, PRNGKey], tuple[PyTree, Metrics]]
 """`train_step(state, batch, key) -> (new state, metrics)`, pure and jit-able."""
 
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A loss that declares its calling convention; calling it calls `fn`.
+
+    `make_train_step` reads `takes_step` to know whether to pass the optimiser step.
+
+    Attributes:
+      fn: `fn(params, batch, key) -> (scalar loss, metrics)`, or, when `takes_step`,
+        `fn(params, batch, key, step)` with `step` the int32 scalar `TrainState.step`
+        (e.g. for a KL warm-up).
+      takes_step: Whether `fn` takes the step as a fourth argument.
+    """
+
+    fn: LossFn
+    takes_step: bool = False
+
+    def __call__(self, *args: Any) -> tuple[Array, Metrics]:
+        """`fn(params, batch, key[, step])`."""
+        return self.fn(*args)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardedStep:
+    """A `TrainStep` that itself leaves the state unchanged (bit for bit) when not finite.
+
+    `make_train_step` returns one; a compiled epoch then adds no guard of its own (any
+    other step gets a select that discards its state at a non-finite step).
+
+    Attributes:
+      fn: `fn(state, batch, key) -> (state, metrics)` whose `metrics["finite"]` (bool `[]`)
+        is False exactly when it returned its input state.
+    """
+
+    fn: TrainStep
+
+    def __call__(self, state: PyTree, batch: PyTree, key: PRNGKey) -> tuple[PyTree, Metrics]:
+        """`fn(state, batch, key)`."""
+        return self.fn(state, batch, key)
+
+
 __all__ = [
     "Array",
     "Estimator",
+    "GuardedStep",
     "LogJoint",
+    "Loss",
     "LossFn",
     "Metrics",
     "ModelFn",

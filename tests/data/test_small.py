@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from vi_jax.data import (
-    linear_gaussian_data,
     load_digits,
     synthetic_binary_images,
     unflatten_images,
@@ -76,32 +75,3 @@ def test_synthetic_images_refuse_bad_arguments():
         synthetic_binary_images(key, 4, 8, flip_prob=0.5)
     with pytest.raises(TypeError, match="`dtype`"):
         synthetic_binary_images(key, 4, 8, dtype=jnp.int32)
-
-
-def test_linear_gaussian_data_matches_its_model():
-    data = linear_gaussian_data(jax.random.key(0), 20000, 5, 2, noise_scale=0.3)
-    assert data.x.shape == (20000, 5) and data.z.shape == (20000, 2)
-    assert data.weight.shape == (5, 2) and data.bias.shape == (5,) and data.noise_scale.shape == ()
-    assert data.x.dtype == jnp.result_type(float)
-    residual = np.asarray(data.x - data.z @ data.weight.T - data.bias, np.float64)
-    # Each residual is sigma * N(0, 1): its variance estimate has stderr sigma^2 sqrt(2/n).
-    assert abs(residual.var() - 0.09) < 4 * 0.09 * np.sqrt(2 / residual.size)
-    # The marginal covariance is W W^T + sigma^2 I.
-    cov = np.cov(np.asarray(data.x, np.float64), rowvar=False)
-    truth = np.asarray(data.weight @ data.weight.T, np.float64) + 0.09 * np.eye(5)
-    np.testing.assert_allclose(cov, truth, atol=6 * np.sqrt(2 / 20000) * np.abs(truth).max())
-
-
-def test_linear_gaussian_data_keyed_jit_and_dtype():
-    key = jax.random.key(3)
-    a = linear_gaussian_data(key, 10, 4, 2)
-    b = jax.jit(linear_gaussian_data, static_argnums=(1, 2, 3))(key, 10, 4, 2)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(a.x, linear_gaussian_data(jax.random.key(4), 10, 4, 2).x)
-    np.testing.assert_array_equal(linear_gaussian_data(3, 10, 4, 2).x, a.x)  # int seed
-    assert linear_gaussian_data(key, 10, 4, 2, dtype=jnp.float32).x.dtype == jnp.float32
-    with pytest.raises(ValueError, match="`noise_scale`"):
-        linear_gaussian_data(key, 3, 2, 1, noise_scale=0.0)
-    with pytest.raises(TypeError, match="`latent_dim`"):
-        linear_gaussian_data(key, 3, 2, None)

@@ -1,4 +1,4 @@
-"""Tests for kl_per_dimension and active_units."""
+"""Tests for kl_per_dimension and latent_activity (active units)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from vi_jax.diagnostics import active_units, kl_per_dimension
+from vi_jax import diagnostics
+from vi_jax.diagnostics import kl_per_dimension, latent_activity
 
 
 def test_kl_per_dimension_sums_to_distrax_kl():
@@ -27,18 +28,19 @@ def test_kl_per_dimension_sums_to_distrax_kl():
     assert v.shape == (4, 3)
 
 
-def test_active_units_counts_varying_dims():
+def test_latent_activity_counts_varying_dims():
     means = jnp.stack(
         [jax.random.normal(jax.random.PRNGKey(0), (100,)), jnp.full((100,), 0.3)], axis=1
     )
-    count, activity = jax.jit(active_units)(means)
+    count, activity = jax.jit(latent_activity)(means)
     assert int(count) == 1 and activity.shape == (2,)
+    assert diagnostics.active_units is latent_activity  # the old name still imports
 
 
 def test_refusals():
     with pytest.raises(TypeError, match="`q`"):
         kl_per_dimension(distrax.Normal(0.0, 1.0))
     with pytest.raises(ValueError, match="`posterior_means`"):
-        active_units(jnp.zeros((1, 3)))
+        latent_activity(jnp.zeros((1, 3)))
     with pytest.raises(ValueError, match="`threshold`"):
-        active_units(jnp.zeros((4, 3)), threshold=0.0)
+        latent_activity(jnp.zeros((4, 3)), threshold=0.0)

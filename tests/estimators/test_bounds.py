@@ -1,5 +1,6 @@
 import functools
 
+import chex
 import distrax
 import jax
 import jax.numpy as jnp
@@ -212,3 +213,35 @@ def test_refusals(problem):
         vie.kl_divergence(key, q, laplace, method="analytic")
     # the Monte Carlo fallback works where the closed form is missing
     assert vie.kl_divergence(key, q, laplace, 8).shape == (3,)
+
+
+class TestBoundsAtTheExactPosterior(chex.TestCase):
+    """With q = p(z | x) every log-weight is log p(x): every bound, and every gradient
+    estimator's surrogate value, equals log p(x) for each sample, with and without jit."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_every_bound_is_log_marginal(self):
+        k = 3
+        model = vie.make_linear_gaussian(
+            jax.random.key(0), data_dim=5, latent_dim=2, noise_scale=0.6
+        )
+        x, _ = model.sample(jax.random.key(1), 3)
+
+        @self.variant
+        def all_bounds(key):
+            lj, post = model.log_joint_fn(x), model.posterior(x)
+            out = {
+                "elbo": vie.elbo(key, lj, post, k),
+                "iwae": vie.iwae_bound(key, lj, post, k),
+                "renyi": vie.renyi_bound(key, lj, post, k, alpha=0.5),
+                "cubo": vie.cubo(key, lj, post, k),
+                "elbo_pathwise": vie.elbo_pathwise(key, lj, post, k),
+                "iwae_dreg": vie.iwae_dreg(key, lj, post, k),
+                "vimco": vie.vimco(key, lj, post, k),
+            }
+            return out
+
+        truth = model.log_marginal(x)
+        for name, value in all_bounds(jax.random.key(7)).items():
+            assert value.shape == (3,), name
+            np.testing.assert_allclose(value, truth, atol=50 * EPS, rtol=EPS, err_msg=name)

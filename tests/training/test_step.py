@@ -12,6 +12,7 @@ from vi_jax.training import (
     make_train_step,
     tree_select,
 )
+from vi_jax.types import GuardedStep, Loss
 
 
 def test_step_matches_manual_sgd_under_jit():
@@ -136,7 +137,7 @@ def test_guards_give_identical_training_and_identical_refusal():
     finals = []
     for guard in ("cond", "select", "auto"):
         raw = make_train_step(loss_fn, opt, with_step=True, guard=guard)
-        assert raw.guards_nonfinite is True
+        assert isinstance(raw, GuardedStep)
         step = jax.jit(raw)
         state = init_train_state({"w": jnp.zeros(4)}, opt)
         states = []
@@ -182,3 +183,18 @@ def test_aux_none_is_allowed():
     step = make_train_step(lambda p, b, k: (jnp.sum(p["w"] ** 2), None), opt)
     _, metrics = step(state, None, jax.random.key(0))
     assert set(metrics) == {"loss", "grad_norm", "finite"}
+
+
+def test_a_loss_declares_whether_it_takes_the_step():
+    # A `Loss(fn, takes_step=True)` gets `state.step` without `with_step`; a `with_step`
+    # that contradicts it is refused, naming the argument.
+    def fn(params, batch, key, step):
+        return jnp.sum(params["w"] ** 2) * step, {}
+
+    opt = optax.sgd(0.1)
+    state = init_train_state({"w": jnp.ones(2)}, opt)
+    state = state._replace(step=jnp.asarray(3, jnp.int32))
+    _, m = jax.jit(make_train_step(Loss(fn, takes_step=True), opt))(state, None, jax.random.key(0))
+    np.testing.assert_allclose(m["loss"], 6.0)
+    with pytest.raises(ValueError, match="with_step"):
+        make_train_step(Loss(fn, takes_step=True), opt, with_step=False)

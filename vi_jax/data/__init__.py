@@ -22,23 +22,16 @@ from vi_jax.data.mnist import (
     read_idx,
     unflatten_images,
 )
-from vi_jax.data.small import (
-    LinearGaussianData,
-    linear_gaussian_data,
-    load_digits,
-    synthetic_binary_images,
-)
+from vi_jax.data.small import load_digits, synthetic_binary_images
 
 __all__ = [
     "MNIST_MIRRORS",
     "ChecksumError",
     "DataUnavailableError",
     "Dataset",
-    "LinearGaussianData",
     "default_cache_dir",
     "dequantize",
     "dynamic_binarize",
-    "linear_gaussian_data",
     "load_digits",
     "load_mnist",
     "mnist_cache_path",

@@ -27,7 +27,7 @@ import numpy as np
 
 from vi_jax import _validation
 from vi_jax.data import _cache
-from vi_jax.data.mnist import Dataset, _check_split, load_mnist
+from vi_jax.data.mnist import SPLITS, Dataset, load_mnist
 from vi_jax.types import Array
 
 _log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def static_binarized_mnist(
     Returns:
       `Dataset(images uint8 [N, 784] in {0, 1}, labels int32 [N])`.
     """
-    split = _check_split(split)
+    split = _validation.check_choice(split, SPLITS, "split")
     seed = _check_seed(seed)
     root = _cache.resolve_cache_dir(cache_dir)
     path = root / "mnist" / "binarized" / f"seed{seed}_{split}.npz"

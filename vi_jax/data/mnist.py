@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vi_jax._validation import check_positive_float
+from vi_jax._validation import check_choice, check_positive_float
 from vi_jax.data import _cache
 
 _log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def load_mnist(
       ValueError: unknown `split` or `sources`.
       DataUnavailableError: every source failed; the message lists each failure.
     """
-    split = _check_split(split)
+    split = check_choice(split, SPLITS, "split")
     sources = _check_sources(sources)
     timeout = check_positive_float(timeout, "timeout")
     root = _cache.resolve_cache_dir(cache_dir)
@@ -310,12 +310,6 @@ def unflatten_images(images: Any, height: int = _IMAGE_SIDE, width: int = _IMAGE
 
 
 # ------------------------------------------------------------------------ checks
-
-
-def _check_split(split: Any) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
-    return split
 
 
 def _check_sources(sources: Any) -> tuple[str, ...]:

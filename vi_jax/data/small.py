@@ -4,16 +4,16 @@
   optional extra `vi_jax[data]`).
 - `synthetic_binary_images`: keyed binary images of horizontal bars, vertical bars and
   crosses — a data set a small VAE learns in seconds, with a known 3-class structure.
-- `linear_gaussian_data`: samples of z ~ N(0, I), x = W z + b + sigma * eps with the
-  true W, b, sigma returned, so that fitted models can be checked against the truth.
+
+Linear-Gaussian data with known parameters: `vi_jax.estimators.make_linear_gaussian(key,
+...)` and its `.sample(key, n)` (the model also has the exact log p(x) and posterior).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import numbers
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -113,74 +113,3 @@ def _synthetic_images(
     images = horizontal | vertical  # [N, S, S]
     images = images ^ jax.random.bernoulli(k_flip, flip_prob, images.shape)  # p = 0: no flip
     return images.reshape(num, side * side).astype(dtype), kind.astype(jnp.int32)
-
-
-class LinearGaussianData(NamedTuple):
-    """Samples of a linear-Gaussian latent-variable model and its true parameters.
-
-    The model is z ~ N(0, I_latent), x | z ~ N(W z + b, sigma^2 I_data); its parameters
-    can be passed to `vi_jax.estimators.problems.LinearGaussian(weight, bias,
-    noise_scale)` for the closed-form marginal and posterior.
-
-    Attributes:
-      x: observations `[N, data]`.
-      z: the latents that generated them, `[N, latent]`.
-      weight: W, `[data, latent]`.
-      bias: b, `[data]`.
-      noise_scale: sigma, scalar.
-    """
-
-    x: Array
-    z: Array
-    weight: Array
-    bias: Array
-    noise_scale: Array
-
-
-def linear_gaussian_data(
-    key: Array | int,
-    num: int,
-    data_dim: int,
-    latent_dim: int,
-    *,
-    noise_scale: float = 0.5,
-    dtype: Any = None,
-) -> LinearGaussianData:
-    """Draws W ~ N(0, 1/latent), b ~ N(0, 1), then N samples of (z, x) from the model.
-
-    Args:
-      key: PRNG key, or an int seed (`jax.random.key(seed)`).
-      num: number of samples N (static).
-      data_dim: observed dimension (static).
-      latent_dim: latent dimension (static).
-      noise_scale: sigma > 0.
-      dtype: floating dtype; None means JAX's default float (float64 with x64 on).
-
-    Returns:
-      `LinearGaussianData(x [N, data], z [N, latent], weight [data, latent], bias
-      [data], noise_scale [])`.
-    """
-    num = _validation.check_positive_int(num, "num")
-    data_dim = _validation.check_positive_int(data_dim, "data_dim")
-    latent_dim = _validation.check_positive_int(latent_dim, "latent_dim")
-    noise_scale = _validation.check_positive_float(noise_scale, "noise_scale")
-    dtype = jnp.result_type(float) if dtype is None else dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
-    return _linear_gaussian(
-        _as_key(key), jnp.asarray(noise_scale, dtype), num, data_dim, latent_dim
-    )
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _linear_gaussian(
-    key: Array, sigma: Array, num: int, data_dim: int, latent_dim: int
-) -> LinearGaussianData:
-    dtype = sigma.dtype
-    k_w, k_b, k_z, k_eps = jax.random.split(key, 4)
-    weight = jax.random.normal(k_w, (data_dim, latent_dim), dtype) / math.sqrt(latent_dim)
-    bias = jax.random.normal(k_b, (data_dim,), dtype)
-    z = jax.random.normal(k_z, (num, latent_dim), dtype)
-    eps = jax.random.normal(k_eps, (num, data_dim), dtype)
-    x = z @ weight.T + bias + sigma * eps
-    return LinearGaussianData(x=x, z=z, weight=weight, bias=bias, noise_scale=sigma)

@@ -2,6 +2,7 @@
 
 from vi_jax.diagnostics.gradient_variance import gradient_statistics
 from vi_jax.diagnostics.importance_weights import weight_diagnostics
-from vi_jax.diagnostics.latent import active_units, kl_per_dimension
+from vi_jax.diagnostics.latent import active_units as active_units  # the old name
+from vi_jax.diagnostics.latent import kl_per_dimension, latent_activity
 
-__all__ = ["active_units", "gradient_statistics", "kl_per_dimension", "weight_diagnostics"]
+__all__ = ["gradient_statistics", "kl_per_dimension", "latent_activity", "weight_diagnostics"]

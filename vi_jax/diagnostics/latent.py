@@ -1,4 +1,4 @@
-"""Latent-space diagnostics: KL per latent dimension and active units."""
+"""Latent-space diagnostics: KL per latent dimension and latent activity (active units)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def kl_per_dimension(q: distrax.Distribution, prior: distrax.Distribution | None
     return _kl.diag_gaussian_kl(mu_q, s_q, mu_p, s_p)
 
 
-def active_units(posterior_means: Array, threshold: float = 0.01) -> tuple[Array, Array]:
+def latent_activity(posterior_means: Array, threshold: float = 0.01) -> tuple[Array, Array]:
     """Active units (Burda et al. 2016) from posterior means over a data set.
 
     Args:
@@ -46,7 +46,7 @@ def active_units(posterior_means: Array, threshold: float = 0.01) -> tuple[Array
 
     Returns:
       `(count [], activity [latent])`; jit-able. (For a model behind a `ModelView`,
-      `vi_jax.inference.active_units` computes the means in chunks and calls the same
+      `vi_jax.inference.model_active_units` computes the means in chunks and calls the same
       statistic.)
     """
     if jnp.ndim(posterior_means) != 2 or jnp.shape(posterior_means)[0] < 2:
@@ -57,3 +57,7 @@ def active_units(posterior_means: Array, threshold: float = 0.01) -> tuple[Array
         raise ValueError(f"`threshold` must be > 0, got {threshold}.")
     activity = jnp.var(posterior_means, axis=0)
     return jnp.sum(activity > threshold), activity
+
+
+active_units = latent_activity
+"""The old name of `latent_activity` (kept importable)."""

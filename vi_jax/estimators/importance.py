@@ -175,7 +175,7 @@ def _streaming_log_mean(
 def importance_log_marginal(
     key: Array,
     log_joint: LogJoint,
-    proposal: distrax.Distribution,
+    q: distrax.Distribution,
     num_samples: int,
     *,
     chunk_size: int | None = None,
@@ -190,7 +190,7 @@ def importance_log_marginal(
     Args:
       key: PRNG key.
       log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
-      proposal: distrax distribution q, batch `[*batch]`, event `[*event]`.
+      q: the proposal, a distrax distribution, batch `[*batch]`, event `[*event]`.
       num_samples: K >= 1, static.
       chunk_size: if given (static), draw and weigh `chunk_size` samples at a time in
         `lax.scan`, merging running (max, mean, squared deviation) statistics, so that
@@ -203,12 +203,12 @@ def importance_log_marginal(
       [K, *batch] or None)`.
     """
     check_callable(log_joint, "log_joint")
-    _common.check_distribution(proposal, "proposal")
+    _common.check_distribution(q, "q")
     num_samples = check_positive_int(num_samples, "num_samples")
-    batch = tuple(proposal.batch_shape)
+    batch = tuple(q.batch_shape)
 
     def chunk_log_w(k: Array, size: int) -> Array:
-        return _common.sample_log_weights(k, log_joint, proposal, size)[1]
+        return _common.sample_log_weights(k, log_joint, q, size)[1]
 
     if chunk_size is None:
         return _estimate(chunk_log_w(key, num_samples))
@@ -228,11 +228,11 @@ def uniform_log_marginal(
     *,
     batch_shape: Sequence[int] = (),
 ) -> LogMarginalEstimate:
-    """Naive Monte Carlo estimate of log p(x) = log (|Z| * E_{z ~ U(Z)}[p(x, z)]).
+    """Naive Monte Carlo estimate of log p(x) = `log (|Z| * E_{z ~ U(Z)}[p(x, z)])`.
 
     z_k is uniform on Z, which is either a finite support (drawn with replacement) or a
-    box; |Z| is the number of support points or the box's volume. This is importance
-    sampling with the uniform proposal q = 1/|Z|: unbiased for p(x) in linear space,
+    box; `|Z|` is the number of support points or the box's volume. This is importance
+    sampling with the uniform proposal `q = 1/|Z|`: unbiased for p(x) in linear space,
     but with a variance that explodes when the posterior occupies a small part of Z.
 
     Args:
@@ -291,7 +291,7 @@ def snis_expectation(
     key: Array,
     f: Callable[[Array], Array],
     log_joint: LogJoint,
-    proposal: distrax.Distribution,
+    q: distrax.Distribution,
     num_samples: int,
 ) -> SNISEstimate:
     """Self-normalised importance-sampling estimate of E_{p(z|x)}[f(z)].
@@ -304,7 +304,7 @@ def snis_expectation(
       key: PRNG key.
       f: `z [K, *batch, *event] -> values [K, *batch, *value_shape]`, vectorised.
       log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
-      proposal: distrax distribution q, batch `[*batch]`, event `[*event]`.
+      q: the proposal, a distrax distribution, batch `[*batch]`, event `[*event]`.
       num_samples: K >= 1, static.
 
     Returns:
@@ -312,10 +312,10 @@ def snis_expectation(
     """
     check_callable(f, "f")
     check_callable(log_joint, "log_joint")
-    _common.check_distribution(proposal, "proposal")
+    _common.check_distribution(q, "q")
     num_samples = check_positive_int(num_samples, "num_samples")
-    batch = tuple(proposal.batch_shape)
-    z, log_w = _common.sample_log_weights(key, log_joint, proposal, num_samples)
+    batch = tuple(q.batch_shape)
+    z, log_w = _common.sample_log_weights(key, log_joint, q, num_samples)
     values = jnp.asarray(f(z))
     lead = (num_samples, *batch)
     if tuple(values.shape[: len(lead)]) != lead:

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vi_jax._validation import check_finite, check_positive_float, check_positive_int
-from vi_jax.diagnostics.latent import active_units as latent_activity
+from vi_jax._validation import check_finite, check_positive_float, check_positive_int, check_rank
+from vi_jax.diagnostics.latent import latent_activity
 from vi_jax.estimators import bounds
 from vi_jax.estimators.importance import importance_log_marginal
 from vi_jax.types import Array, ModelFn
@@ -50,9 +50,11 @@ class Evaluation(NamedTuple):
     kl: np.ndarray
     posterior_mean_variance: np.ndarray
 
-    def active_units(self, threshold: float = 0.01) -> int:
+    def num_active_units(self, threshold: float = 0.01) -> int:
         """Number of latent dimensions whose activity exceeds `threshold` (0.01 in Burda et al.)."""
         return int(np.sum(np.asarray(self.posterior_mean_variance) > threshold))
+
+    active_units = num_active_units  # The old name, kept.
 
     def summary(self, threshold: float = 0.01) -> dict[str, float]:
         """Means and standard errors over examples, in nats, plus active units."""
@@ -65,7 +67,7 @@ class Evaluation(NamedTuple):
         # Monte Carlo error of the mean estimate (the stderr above is over examples).
         mc = np.asarray(self.log_likelihood_mc_stderr, np.float64)
         out["log_likelihood_mc_stderr"] = float(np.sqrt(np.sum(mc**2)) / len(mc))
-        out["active_units"] = self.active_units(threshold)
+        out["active_units"] = self.num_active_units(threshold)
         return out
 
 
@@ -164,7 +166,7 @@ def evaluate_model(
     run = _chunk_fn(model_fn, num_samples, min(sample_chunk, num_samples), elbo_samples)
     starts = range(0, n, data_chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from vi_jax._progress import tqdm
 
         starts = tqdm(starts, desc=f"evaluate (K={num_samples})", unit="chunk", leave=False)
     outs: dict[str, list[np.ndarray]] = {}
@@ -189,7 +191,7 @@ def evaluate_model(
     )
 
 
-def active_units(
+def model_active_units(
     params: Any,
     model_fn: ModelFn,
     data: Array | np.ndarray,
@@ -211,11 +213,14 @@ def active_units(
     """
     threshold = check_positive_float(threshold, "threshold")
     data_chunk = check_positive_int(data_chunk, "data_chunk")
-    if jnp.ndim(data) != 2:
-        raise ValueError(f"`data` must have shape [N, data_dim], got {jnp.shape(data)}.")
+    check_rank(data, 2, "data", "[N, data_dim]")
     fn = jax.jit(lambda p, x: posterior_mean(model_fn(p, x).posterior))
     means = np.concatenate(
         [np.asarray(fn(params, data[i : i + data_chunk])) for i in range(0, len(data), data_chunk)]
     )
     count, activity = latent_activity(means, threshold)
     return int(count), np.asarray(activity)
+
+
+active_units = model_active_units
+"""The old name of `model_active_units` (kept importable)."""

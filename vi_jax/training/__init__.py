@@ -13,14 +13,8 @@ from vi_jax.training.checkpoint import (
     restore_latest_intact,
     save_checkpoint,
 )
-from vi_jax.training.loop import (
-    EpochFn,
-    EpochMetrics,
-    FitResult,
-    NonFiniteLossError,
-    fit,
-    make_epoch_fn,
-)
+from vi_jax.training.epoch import EpochFn, EpochMetrics, make_epoch_fn
+from vi_jax.training.loop import FitResult, NonFiniteLossError, fit
 from vi_jax.training.schedules import burda_num_epochs, burda_schedule
 from vi_jax.training.sharding import (
     DATA_AXIS,

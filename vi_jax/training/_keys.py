@@ -16,7 +16,7 @@ def as_typed_key(key: Any, name: str = "key") -> jax.Array:
     give the same random streams.
 
     Raises:
-        TypeError: If `key` is neither.
+      TypeError: if `key` is neither.
     """
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():

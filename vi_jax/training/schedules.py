@@ -21,15 +21,15 @@ def burda_schedule(
     last stage the rate stays at the last stage's value.
 
     Args:
-        learning_rate: The stage-0 rate, > 0.
-        steps_per_epoch: Optimiser steps per pass over the data, >= 1.
-        num_stages: Number of stages, >= 1.
+      learning_rate: the stage-0 rate, > 0.
+      steps_per_epoch: optimiser steps per pass over the data, >= 1.
+      num_stages: number of stages, >= 1.
 
     Returns:
-        An optax schedule `count -> learning rate` (a float32 scalar `[]`).
+      An optax schedule `count -> learning rate` (a float32 scalar `[]`).
 
     Raises:
-        ValueError: If an argument is out of range.
+      ValueError: if an argument is out of range.
     """
     learning_rate = check_positive_float(learning_rate, "learning_rate")
     steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")

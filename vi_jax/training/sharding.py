@@ -28,16 +28,16 @@ def make_data_mesh(num_devices: int | None = None) -> Mesh:
     """Builds a one-axis mesh named `"data"` over the first `num_devices` devices.
 
     Args:
-        num_devices: How many devices to use (default: all of `jax.devices()`). On CPU,
-            set `XLA_FLAGS=--xla_force_host_platform_device_count=8` before importing
-            jax to get 8 devices.
+      num_devices: how many devices to use (default: all of `jax.devices()`). On CPU,
+        set `XLA_FLAGS=--xla_force_host_platform_device_count=8` before importing
+        jax to get 8 devices.
 
     Returns:
-        A `jax.sharding.Mesh` with axis `"data"` of size `num_devices` (axis type Auto, so
-        that the compiler partitions the computation).
+      A `jax.sharding.Mesh` with axis `"data"` of size `num_devices` (axis type Auto, so
+      that the compiler partitions the computation).
 
     Raises:
-        ValueError: If `num_devices` is < 1 or more than there are devices.
+      ValueError: if `num_devices` is < 1 or more than there are devices.
     """
     devices = jax.devices()
     if num_devices is None:
@@ -60,8 +60,8 @@ def check_mesh(mesh: Any, name: str = "mesh") -> Mesh:
     only apply to Auto axes.
 
     Raises:
-        TypeError: If `mesh` is not a `jax.sharding.Mesh`.
-        ValueError: If it has no axis named `"data"`.
+      TypeError: if `mesh` is not a `jax.sharding.Mesh`.
+      ValueError: if it has no axis named `"data"`.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"`{name}` must be a jax.sharding.Mesh or None, got {type(mesh).__name__}.")
@@ -106,11 +106,11 @@ def replicate(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
     """Places every array of `tree` in full on every device of `mesh`.
 
     Args:
-        tree: A pytree of arrays (parameters, optimiser state, a data set).
-        mesh: A data mesh; None puts the arrays on the default device.
+      tree: A pytree of arrays (parameters, optimiser state, a data set).
+      mesh: A data mesh; None puts the arrays on the default device.
 
     Returns:
-        The same pytree as device arrays (already placed arrays are not copied).
+      The same pytree as device arrays (already placed arrays are not copied).
     """
     if mesh is None:
         return jax.device_put(tree)
@@ -121,15 +121,15 @@ def shard_batch(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
     """Splits the leading (batch) axis of every array of `tree` over mesh axis `"data"`.
 
     Args:
-        tree: A pytree of arrays, each of shape `[batch, ...]`.
-        mesh: A data mesh; None puts the arrays on the default device.
+      tree: A pytree of arrays, each of shape `[batch, ...]`.
+      mesh: A data mesh; None puts the arrays on the default device.
 
     Returns:
-        The same pytree as device arrays sharded `P("data")` on their leading axis.
+      The same pytree as device arrays sharded `P("data")` on their leading axis.
 
     Raises:
-        ValueError: If a leaf is a scalar or its leading axis is not divisible by the
-            number of devices on the `"data"` axis.
+      ValueError: if a leaf is a scalar or its leading axis is not divisible by the
+        number of devices on the `"data"` axis.
     """
     if mesh is None:
         return jax.device_put(tree)

@@ -15,9 +15,9 @@ class TrainState(NamedTuple):
     """State of a gradient-based training run (a pytree; jit, donate and checkpoint it).
 
     Attributes:
-        params: The parameter pytree being optimised (any structure of arrays).
-        opt_state: The optax optimiser state for `params`.
-        step: Number of updates applied so far, an int32 scalar array `[]`.
+      params: the parameter pytree being optimised (any structure of arrays).
+      opt_state: the optax optimiser state for `params`.
+      step: number of updates applied so far, an int32 scalar array `[]`.
     """
 
     params: PyTree
@@ -29,14 +29,14 @@ def init_train_state(params: PyTree, optimizer: optax.GradientTransformation) ->
     """Builds the initial `TrainState` for `params` and `optimizer` with `step == 0`.
 
     Args:
-        params: The initial parameter pytree (arrays of any shapes).
-        optimizer: An optax gradient transformation.
+      params: the initial parameter pytree (arrays of any shapes).
+      optimizer: an optax gradient transformation.
 
     Returns:
-        `TrainState(params, optimizer.init(params), step=int32 0)`.
+      `TrainState(params, optimizer.init(params), step=int32 0)`.
 
     Raises:
-        TypeError: If `optimizer` is not an optax gradient transformation.
+      TypeError: if `optimizer` is not an optax gradient transformation.
     """
     if not (
         callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))

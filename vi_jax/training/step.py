@@ -9,12 +9,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vi_jax._validation import check_callable
+from vi_jax._validation import check_callable, check_choice
 from vi_jax.training.state import TrainState
-from vi_jax.types import Array, PyTree
+from vi_jax.types import Array, GuardedStep, Loss, LossFn, PyTree
 
 Metrics = dict[str, Array]
-LossFn = Callable[..., tuple[Array, Mapping[str, Array]]]
 
 # Metric names the step itself writes; a loss's aux may not reuse them.
 RESERVED_METRICS = ("loss", "grad_norm", "finite")
@@ -29,12 +28,12 @@ def tree_select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     `apply_if` for when a `lax.cond` is cheaper.
 
     Args:
-        pred: A boolean scalar `[]`.
-        on_true: A pytree of arrays.
-        on_false: A pytree with the same structure, shapes and dtypes as `on_true`.
+      pred: A boolean scalar `[]`.
+      on_true: A pytree of arrays.
+      on_false: A pytree with the same structure, shapes and dtypes as `on_true`.
 
     Returns:
-        `on_true` where `pred` holds, `on_false` otherwise.
+      `on_true` where `pred` holds, `on_false` otherwise.
     """
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
@@ -51,13 +50,13 @@ def apply_if(pred: Array, fn: Callable[[PyTree], PyTree], state: PyTree, guard: 
     when JAX's default backend is the CPU and `"select"` otherwise.
 
     Args:
-        pred: A boolean scalar `[]`.
-        fn: `fn(state) -> new_state`, a new state of the same structure, shapes and dtypes.
-        state: A pytree of arrays.
-        guard: `"auto"`, `"cond"` or `"select"`.
+      pred: A boolean scalar `[]`.
+      fn: `fn(state) -> new_state`, a new state of the same structure, shapes and dtypes.
+      state: A pytree of arrays.
+      guard: `"auto"`, `"cond"` or `"select"`.
 
     Returns:
-        `fn(state)` where `pred` holds, `state` otherwise.
+      `fn(state)` where `pred` holds, `state` otherwise.
     """
     if guard == "auto":
         guard = "cond" if jax.default_backend() == "cpu" else "select"
@@ -101,9 +100,9 @@ def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     *,
-    with_step: bool = False,
+    with_step: bool | None = None,
     guard: str = "auto",
-) -> Callable[[TrainState, PyTree, Array], tuple[TrainState, Metrics]]:
+) -> GuardedStep:
     """Builds a pure, jit-able optimisation step for any loss on any parameter pytree.
 
     The step differentiates `loss_fn` w.r.t. `state.params`, applies `optimizer`, and
@@ -114,29 +113,31 @@ def make_train_step(
     gradients is not caught.
 
     Args:
-        loss_fn: `loss_fn(params, batch, key) -> (loss, aux)`, or with `with_step=True`
-            `loss_fn(params, batch, key, step)` where `step` is `state.step` (an int32
-            scalar, e.g. for a KL warm-up). `loss` is a scalar `[]` to minimise; `aux` is a
-            dict of scalar arrays (or None) reported as metrics; it may not use the names
-            "loss", "grad_norm" or "finite".
-        optimizer: An optax gradient transformation (its `update` receives the params).
-        with_step: Whether to pass `state.step` to `loss_fn` as a fourth argument.
-        guard: How the update is skipped on a non-finite step, `"auto"` (default),
-            `"cond"` or `"select"`; the result is the same, only the speed differs (see
-            `apply_if`).
+      loss_fn: `loss_fn(params, batch, key) -> (loss, aux)`, or with `with_step=True`
+        (or a `Loss` with `takes_step`) `loss_fn(params, batch, key, step)` where
+        `step` is `state.step` (an int32 scalar, e.g. for a KL warm-up). `loss` is a
+        scalar `[]` to minimise; `aux` is a dict of scalar arrays (or None) reported
+        as metrics; it may not use the names "loss", "grad_norm" or "finite".
+      optimizer: an optax gradient transformation (its `update` receives the params).
+      with_step: whether to pass `state.step` to `loss_fn` as a fourth argument. None
+        (default): `loss_fn.takes_step` for a `Loss` (e.g. from `make_vae_loss`),
+        False otherwise.
+      guard: how the update is skipped on a non-finite step, `"auto"` (default),
+        `"cond"` or `"select"`; the result is the same, only the speed differs (see
+        `apply_if`).
 
     Returns:
-        `train_step(state, batch, key) -> (state, metrics)` with `state` a `TrainState`,
-        `batch` any pytree `loss_fn` accepts, `key` a PRNG key, and `metrics` a dict of
-        scalars `{"loss", **aux, "grad_norm", "finite"}` (`finite` is a bool `[]`). Its
-        attribute `guards_nonfinite` is True: `make_epoch_fn` then adds no guard of its
-        own.
+      `train_step(state, batch, key) -> (state, metrics)` with `state` a `TrainState`,
+      `batch` any pytree `loss_fn` accepts, `key` a PRNG key, and `metrics` a dict of
+      scalars `{"loss", **aux, "grad_norm", "finite"}` (`finite` is a bool `[]`); a
+      `GuardedStep`, so `make_epoch_fn` adds no guard of its own.
 
     Raises:
-        TypeError: If `loss_fn` is not callable or `optimizer` is not an optax
-            transformation (at once), or if `loss_fn` returns the wrong types (at trace
-            time).
-        ValueError: If `guard` is not one of "auto", "cond", "select".
+      TypeError: if `loss_fn` is not callable or `optimizer` is not an optax
+        transformation (at once), or if `loss_fn` returns the wrong types (at trace
+        time).
+      ValueError: if `guard` is not one of "auto", "cond", "select", or `with_step`
+        contradicts a `Loss`'s `takes_step`.
     """
     check_callable(loss_fn, "loss_fn")
     if not (
@@ -145,10 +146,17 @@ def make_train_step(
         raise TypeError(
             f"`optimizer` must be an optax GradientTransformation, got {type(optimizer).__name__}."
         )
-    if not isinstance(with_step, bool):
+    declared = loss_fn.takes_step if isinstance(loss_fn, Loss) else None
+    if with_step is None:
+        with_step = bool(declared)
+    elif not isinstance(with_step, bool):
         raise TypeError(f"`with_step` must be a bool, got {type(with_step).__name__}.")
-    if guard not in GUARDS:
-        raise ValueError(f"`guard` must be one of {GUARDS}, got {guard!r}.")
+    elif declared is not None and with_step != declared:
+        raise ValueError(
+            f"`with_step={with_step}` contradicts the `Loss` `loss_fn`, whose "
+            f"`takes_step` is {declared}; leave `with_step` out."
+        )
+    check_choice(guard, GUARDS, "guard")
 
     def train_step(state: TrainState, batch: PyTree, key: Array) -> tuple[TrainState, Metrics]:
         def objective(params: PyTree) -> tuple[Array, Mapping[str, Array]]:
@@ -176,5 +184,4 @@ def make_train_step(
         f"Train step for `{getattr(loss_fn, '__name__', type(loss_fn).__name__)}`: "
         "`(state, batch, key) -> (state, metrics)`."
     )
-    train_step.guards_nonfinite = True
-    return train_step
+    return GuardedStep(train_step)
