@@ -145,7 +145,7 @@ def test_zero_scale_and_nan_parameter_refused():
     for fn in (vie.elbo, vie.iwae_bound, vie.elbo_entropy):
         with pytest.raises(ValueError, match="`q` has a zero or negative `scale_diag`"):
             fn(KEY, lj, zero, 2)
-    with pytest.raises(ValueError, match="`q` has a zero or negative `scale`"):
+    with pytest.raises(ValueError, match="`q \\(the proposal\\)` has a zero or negative `scale`"):
         vie.importance_log_marginal(KEY, lj, distrax.Normal(jnp.zeros(2), 0.0 * jnp.ones(2)), 2)
     nan_q = distrax.MultivariateNormalDiag(jnp.array([jnp.nan, 0.0]), jnp.ones(2))
     with pytest.raises(ValueError, match="`q \\(a parameter\\)` has NaN"):

@@ -232,3 +232,19 @@ log_mean_exp = _logspace.log_mean_exp_nan_aware
 def weighted_sum(weights: Array, values: Array, axis: int = 0) -> Array:
     """Sum over `axis` of weights * values, reading 0 * (-inf) as 0; NaN stays NaN."""
     return jnp.sum(jnp.where(weights == 0, 0.0, weights * values), axis=axis)
+
+
+def score_term(log_q: Array, signal: Array, log_w: Array | None = None) -> Array:
+    """Zero-valued term whose gradient is signal * grad log q (signal held constant).
+
+    An infinite signal (from a sample of zero weight, log w = -inf, or a baseline built
+    from one; inf - inf gives NaN there too) contributes no gradient rather than NaN.
+    A NaN log-weight `log_w [K, *batch]` of the datum is not a zero weight: it makes
+    the term, and so its gradient, NaN.
+    """
+    signal = jax.lax.stop_gradient(signal)
+    clean = jnp.where(jnp.isfinite(signal), signal, 0.0)
+    if log_w is None:  # the caller propagates NaN log-weights itself
+        return clean * (log_q - jax.lax.stop_gradient(log_q))
+    nan_in = _logspace.any_nan(log_w, axis=0)
+    return jnp.where(nan_in, jnp.nan, 1.0) * clean * (log_q - jax.lax.stop_gradient(log_q))

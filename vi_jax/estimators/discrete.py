@@ -39,7 +39,6 @@ import numpy as np
 from vi_jax._validation import check_finite, check_positive_float
 from vi_jax.estimators import _common, registry
 from vi_jax.estimators.enumeration import binary_support
-from vi_jax.estimators.gradients import _score_term
 from vi_jax.estimators.registry import EstimatorSpec
 from vi_jax.types import Array, LogJoint
 
@@ -209,7 +208,7 @@ def nvil(
     scale = jnp.maximum(1.0, jnp.sqrt(sg(state.var)))
     signal = (centred - sg(baseline)) / scale
     fit = -0.5 * jnp.mean((centred - baseline) ** 2, axis=0)
-    return jnp.mean(f + _score_term(log_q, signal), axis=0) + fit - sg(fit)
+    return jnp.mean(f + _common.score_term(log_q, signal), axis=0) + fit - sg(fit)
 
 
 # --------------------------------------------------------------------- ARM / DisARM

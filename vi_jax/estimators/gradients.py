@@ -67,22 +67,6 @@ def _safe_softmax(log_w: Array) -> Array:
     return _logspace.normalized_weights(log_w, zero_mass=0.0)
 
 
-def _score_term(log_q: Array, signal: Array, log_w: Array | None = None) -> Array:
-    """Zero-valued term whose gradient is signal * grad log q (signal held constant).
-
-    An infinite signal (from a sample of zero weight, log w = -inf, or a baseline built
-    from one; inf - inf gives NaN there too) contributes no gradient rather than NaN.
-    A NaN log-weight `log_w [K, *batch]` of the datum is not a zero weight: it makes
-    the term, and so its gradient, NaN.
-    """
-    signal = sg(signal)
-    clean = jnp.where(jnp.isfinite(signal), signal, 0.0)
-    if log_w is None:  # the caller propagates NaN log-weights itself
-        return clean * (log_q - sg(log_q))
-    nan_in = _logspace.any_nan(log_w, axis=0)
-    return jnp.where(nan_in, jnp.nan, 1.0) * clean * (log_q - sg(log_q))
-
-
 def _weighted(weights: Array, values: Array) -> Array:
     """Weights * values with 0 * (-inf) read as 0 (zero-weight samples drop out).
 
@@ -291,7 +275,7 @@ def elbo_score_function(
                 f"`baseline` must be a scalar or broadcast to q.batch_shape {q.batch_shape}, "
                 f"got shape {jnp.shape(baseline)}."
             )
-    return jnp.mean(f + _score_term(log_q, f - baseline, f), axis=0)
+    return jnp.mean(f + _common.score_term(log_q, f - baseline, f), axis=0)
 
 
 def elbo_score_function_loo(
@@ -317,7 +301,7 @@ def elbo_score_function_loo(
         )
     f, log_q, k = _score_function_parts(key, log_joint, q, num_samples)
     loo_baseline = (jnp.sum(f, axis=0, keepdims=True) - f) / (k - 1)
-    return jnp.mean(f + _score_term(log_q, f - loo_baseline, f), axis=0)
+    return jnp.mean(f + _common.score_term(log_q, f - loo_baseline, f), axis=0)
 
 
 def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -351,7 +335,7 @@ def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples:
     replaced = jnp.where(eye, others_mean[:, None], lw[None, :])
     loo_bound = _logspace.log_mean_exp_nan_aware(replaced, axis=1)
     signal = sg(bound)[None] - loo_bound
-    return bound + jnp.sum(_score_term(log_q, signal, log_w), axis=0)
+    return bound + jnp.sum(_common.score_term(log_q, signal, log_w), axis=0)
 
 
 def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> Array:

@@ -203,7 +203,7 @@ def importance_log_marginal(
       [K, *batch] or None)`.
     """
     check_callable(log_joint, "log_joint")
-    _common.check_distribution(q, "q")
+    _common.check_distribution(q, "q (the proposal)")
     num_samples = check_positive_int(num_samples, "num_samples")
     batch = tuple(q.batch_shape)
 
@@ -312,7 +312,7 @@ def snis_expectation(
     """
     check_callable(f, "f")
     check_callable(log_joint, "log_joint")
-    _common.check_distribution(q, "q")
+    _common.check_distribution(q, "q (the proposal)")
     num_samples = check_positive_int(num_samples, "num_samples")
     batch = tuple(q.batch_shape)
     z, log_w = _common.sample_log_weights(key, log_joint, q, num_samples)
