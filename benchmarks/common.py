@@ -84,6 +84,8 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "x64": bool(jax.config.read("jax_enable_x64")),
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # Other users share small machines: the load beside every figure says how quiet.
+        "load_average": load_average(),
     }
 
 
@@ -133,7 +135,7 @@ def write_results(
     libs = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v is not None)
     md.append(
         f"Device: {env['platform']} ({env['device']}), CPUs: {env['cpu_count']}; "
-        f"{libs}; {env['utc']}"
+        f"{libs}; {env['utc']}; load average {env['load_average']}"
     )
     md += ["", "Settings: `" + json.dumps(settings, default=str) + "`", ""]
     for title, table in tables.items():
@@ -166,3 +168,96 @@ def publish(
     for n in notes:
         print(n)
     print(f"results in {path}")
+
+
+# ------------------------------------------------------------------------- roofline
+def compiled_cost(jitted: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+    """FLOPs and memory of one call of `jitted(*args)`, from XLA's analyses of the program.
+
+    `jitted` is a `jax.jit` function (lowered and compiled here for `args`) or an already
+    compiled `jax.stages.Compiled` (then no `args`).
+
+    `flops` is XLA's cost analysis (`lower(...).compile().cost_analysis()`); note that it
+    counts the body of a `while`/`scan` loop once, whatever its trip count, so time a
+    loop's body (a step, a chunk) and multiply. `memory_bytes` is the compiled program's
+    footprint: arguments + outputs + temporaries - aliased buffers (`memory_analysis()`).
+
+    Returns:
+      `{"flops", "bytes_accessed", "memory_bytes", "temp_bytes"}` (NaN where XLA gives none).
+    """
+    if hasattr(jitted, "cost_analysis"):
+        compiled = jitted
+    else:
+        compiled = jitted.lower(*args, **kwargs).compile()
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):  # older jax: one dict per computation
+        ca = ca[0] if ca else {}
+    ca = ca or {}
+    out = {
+        "flops": float(ca.get("flops", float("nan"))),
+        "bytes_accessed": float(ca.get("bytes accessed", float("nan"))),
+    }
+    try:
+        m = compiled.memory_analysis()
+        out["memory_bytes"] = float(
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+        )
+        out["temp_bytes"] = float(m.temp_size_in_bytes)
+    except Exception:  # some backends give no memory analysis
+        out["memory_bytes"] = out["temp_bytes"] = float("nan")
+    return out
+
+
+def peak_matmul_flops(n: int | None = None, reps: int = 7) -> dict[str, float]:
+    """This machine's measured peak: FLOP/s of a jitted float32 `n x n` matmul, in-process.
+
+    The roofline against which the benchmarks state their achieved FLOP/s as a fraction.
+    `n` defaults to 1024 on a CPU and 8192 on an accelerator (large enough to saturate it).
+    The best of `reps` timed runs (after a compiling one) is taken: a peak, not a typical.
+
+    Returns:
+      `{"n", "flops_per_s", "median_flops_per_s"}`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if n is None:
+        n = 1024 if jax.devices()[0].platform == "cpu" else 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    block(mm(a, b))
+    inner = max(1, int(2e9 // (2 * n**3)) if jax.devices()[0].platform == "cpu" else 20)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        block([mm(a, b) for _ in range(inner)])
+        times.append((time.perf_counter() - t0) / inner)
+    flops = 2.0 * n**3
+    return {
+        "n": n,
+        "flops_per_s": flops / min(times),
+        "median_flops_per_s": flops / float(np.median(times)),
+    }
+
+
+def roofline(flops_per_call: float, seconds_per_call: float, peak: dict[str, float]) -> dict:
+    """Achieved FLOP/s of a timed call and its fraction of `peak` (`peak_matmul_flops`)."""
+    achieved = flops_per_call / seconds_per_call
+    return {
+        "flops_per_call": flops_per_call,
+        "achieved_flops_per_s": achieved,
+        "peak_flops_per_s": peak["flops_per_s"],
+        "fraction_of_peak": achieved / peak["flops_per_s"],
+    }
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (`uptime`), recorded beside every timing."""
+    try:
+        return [float(v) for v in os.getloadavg()]
+    except OSError:
+        return None

@@ -57,6 +57,7 @@ FULL = {
     "reps": 15,
     "target_s": 0.2,
     "max_inner": 500,
+    "peak_n": None,
 }
 # CI runs this: a small model so that it finishes in seconds, compilation included.
 QUICK = {
@@ -68,6 +69,7 @@ QUICK = {
     "reps": 5,
     "target_s": 0.02,
     "max_inner": 20,
+    "peak_n": 256,
 }
 
 Params = dict[str, dict[str, Any]]
@@ -137,6 +139,12 @@ def decode(params: Params, z: Any) -> Any:
 def make_vi_jax_step(objective: str, num_samples: int) -> Step:
     """`jit(value_and_grad(loss))(params, x, key_data)` with the vi_jax pathwise estimators.
 
+    The decoder is the library's own `BernoulliDecoder(MLP(...))`, as `make_mlp_vae`
+    builds it, holding the shared parameter dict's `dec_h` / `dec_out` weights (mapped
+    into its `nnx.State` inside the traced loss, so the gradient is still w.r.t. the
+    shared dict): the benchmark measures vi_jax's networks, likelihood and prior, and
+    any speed the library gains (or loses) shows here.
+
     Args:
       objective: `"elbo"` (`elbo_pathwise`) or `"iwae"` (`iwae_pathwise`).
       num_samples: K.
@@ -148,22 +156,49 @@ def make_vi_jax_step(objective: str, num_samples: int) -> Step:
     import distrax
     import jax
     import jax.numpy as jnp
+    from flax import nnx
 
     from vi_jax.estimators.gradients import elbo_pathwise, iwae_pathwise
-    from vi_jax.models import StandardNormalPrior, bernoulli_likelihood
+    from vi_jax.models import (
+        MLP,
+        BernoulliDecoder,
+        StandardNormalPrior,
+        merge_params,
+        split_params,
+    )
 
     estimator = {"elbo": elbo_pathwise, "iwae": iwae_pathwise}[objective]
+    decoders: dict[tuple[int, int, int], Any] = {}
+
+    def library_decoder(params: Params) -> Any:
+        latent, hidden = params["dec_h"]["w"].shape
+        data_dim = params["dec_out"]["w"].shape[1]
+        shape = (latent, hidden, data_dim)
+        if shape not in decoders:  # structure only: built once, abstractly (no init cost)
+            decoders[shape] = split_params(
+                nnx.eval_shape(
+                    lambda: BernoulliDecoder(
+                        MLP(latent, (hidden,), data_dim, activation="relu", rngs=0)
+                    )
+                )
+            )
+        graphdef, state, rest = decoders[shape]
+        names = {0: params["dec_h"], 1: params["dec_out"]}
+        leaves = [
+            names[path[2].key]["w" if path[3].key == "kernel" else "b"]
+            for path, _ in jax.tree_util.tree_leaves_with_path(state)
+        ]
+        return merge_params(graphdef, jax.tree.unflatten(jax.tree.structure(state), leaves), rest)
 
     def loss(params: Params, x: Any, key_data: Any) -> Any:
         key = jax.random.wrap_key_data(key_data, impl=KEY_IMPL)
         loc, scale = encode(params, x)
         q = distrax.MultivariateNormalDiag(loc, scale)
         prior = StandardNormalPrior(loc.shape[-1])()
+        decoder = library_decoder(params)
 
         def log_joint(z: Any) -> Any:  # z [K, B, L] -> [K, B]
-            # The library's prior and likelihood, as a vi_jax VAE uses them, so that the
-            # benchmark measures vi_jax's own implementation.
-            return prior.log_prob(z) + bernoulli_likelihood(decode(params, z)).log_prob(x)
+            return prior.log_prob(z) + decoder(z).log_prob(x)
 
         return -jnp.mean(estimator(key, log_joint, q, num_samples))
 
@@ -271,15 +306,23 @@ def measure_case(
         return [jax.device_put(r) for r in raw]
 
     names = list(steps)
-    first, single = {}, {}
+    first, single, cost = {}, {}, {}
+    compiled: dict[str, Step] = {}
     # Alternate which leg compiles first from case to case: the first trace of a process
     # also pays one-off costs (lowering rules, caches) that should not land on one leg.
     for j, name in enumerate(names) if seed % 2 == 0 else reversed(list(enumerate(names))):
         k_first, k_single = keys_for(j, 1, 2)
-        for store, key in ((first, k_first), (single, k_single)):
-            t0 = time.perf_counter()
-            common.block(steps[name](params, x, key))
-            store[name] = time.perf_counter() - t0
+        # First call = lower + compile + one run; the compiled program then serves every
+        # timed call, and XLA's cost analysis of that same program gives its FLOPs.
+        t0 = time.perf_counter()
+        lowered = steps[name].lower(params, x, k_first)
+        compiled[name] = lowered.compile()
+        common.block(compiled[name](params, x, k_first))
+        first[name] = time.perf_counter() - t0
+        cost[name] = common.compiled_cost(compiled[name])
+        t0 = time.perf_counter()
+        common.block(compiled[name](params, x, k_single))
+        single[name] = time.perf_counter() - t0
     inner = int(min(max_inner, max(1, math.ceil(target_s / min(single.values())))))
     # Keys are made before timing, so that a timed call is the step function only; each
     # leg has its own keys, so that the two legs' loss means are independent.
@@ -288,7 +331,7 @@ def measure_case(
     losses: dict[str, list[Any]] = {n: [] for n in names}
     for r in range(reps):
         for name in names if r % 2 == 0 else names[::-1]:
-            step, ks = steps[name], keys[name][r * inner : (r + 1) * inner]
+            step, ks = compiled[name], keys[name][r * inner : (r + 1) * inner]
             t0 = time.perf_counter()
             # Keep only the losses: an executable's outputs become ready when its run ends,
             # so waiting for every loss waits for every gradient too, without holding them.
@@ -308,6 +351,8 @@ def measure_case(
                 "evals_per_s_q25": 1.0 / s["q75_s"],
                 "evals_per_s_q75": 1.0 / s["q25_s"],
                 "first_call_s": first[name],
+                "flops_per_eval": cost[name]["flops"],
+                "achieved_flops_per_s": cost[name]["flops"] / s["median_s"],
                 "times_s": times[name],
                 "loss_mean": float(v.mean()),
                 "loss_se": float(v.std(ddof=1) / math.sqrt(len(v))),
@@ -382,6 +427,10 @@ def _table_row(case: dict[str, Any]) -> dict[str, Any]:
             r = case[leg]
             row[f"{lab} evals/s"] = r["evals_per_s"]
             row[f"{lab} compile s"] = r["first_call_s"]
+            if "fraction_of_peak" in r:
+                row[f"{lab} GFLOP/s (% peak)"] = (
+                    f"{r['achieved_flops_per_s'] / 1e9:.0f} ({100 * r['fraction_of_peak']:.0f}%)"
+                )
             row[f"{lab} mean loss ± se"] = f"{r['loss_mean']:.3f} ± {r['loss_se']:.3f}"
         else:
             for col in ("evals/s", "compile s", "mean loss ± se"):
@@ -402,6 +451,8 @@ COLUMNS = [
     "NumPyro evals/s",
     "ratio vi_jax/NumPyro",
     "paired ratio IQR",
+    "vi_jax GFLOP/s (% peak)",
+    "NumPyro GFLOP/s (% peak)",
     "vi_jax compile s",
     "NumPyro compile s",
     "vi_jax mean loss ± se",
@@ -439,6 +490,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps_of["numpyro"] = make_numpyro_step
     legs = list(steps_of)
 
+    # The roofline: a large matmul in this process, before the cases and again after them
+    # (the best of the two: the machine's load may change during the run).
+    peak = common.peak_matmul_flops(n=cfg.get("peak_n"))
     params = init_params(0, cfg["data_dim"], cfg["hidden"], cfg["latent"])
     x_np, data_desc = load_batch(cfg["batch"], cfg["data_dim"])
     import jax.numpy as jnp
@@ -468,7 +522,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 compare(case)
             cases.append(case)
 
-    results: dict[str, Any] = {"cases": cases, "numpyro_available": skip_reason is None}
+    peak_after = common.peak_matmul_flops(n=cfg.get("peak_n"))
+    if peak_after["flops_per_s"] > peak["flops_per_s"]:
+        peak = peak_after
+    for case in cases:
+        for leg in legs:
+            r = case[leg]
+            r["fraction_of_peak"] = r["achieved_flops_per_s"] / peak["flops_per_s"]
+    results: dict[str, Any] = {
+        "cases": cases,
+        "numpyro_available": skip_reason is None,
+        "peak_matmul": peak,
+    }
     if skip_reason is not None:
         results["numpyro_skip_reason"] = skip_reason
     else:
@@ -506,6 +571,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "parameters at their (PyTorch-default) initialisation, not trained.",
         f"Data: {data_desc}.",
         "IWAE at K=1 equals the ELBO, so iwae is run at K >= 2 only.",
+        f"GFLOP/s = XLA's cost analysis of the compiled program (FLOPs per call) / median "
+        f"time; % peak = of a {peak['n']}x{peak['n']} float32 matmul measured in this "
+        f"process ({peak['flops_per_s'] / 1e9:.0f} GFLOP/s).",
     ]
     model = f"{cfg['data_dim']}-{cfg['hidden']}-{cfg['latent']}"
     title = f"VAE {model}, batch {cfg['batch']}: value_and_grad evals/s"

@@ -1,11 +1,19 @@
 """VAE training speed: the vi_jax trainer vs a hand-written JAX scan vs PyTorch examples/vae.
 
-Model: the PyTorch `examples/vae` VAE (784-400-20 ReLU encoder with a Gaussian q,
-20-400-784 decoder, Bernoulli likelihood), 1-sample ELBO, Adam(1e-3), batch 128,
-dynamically binarised MNIST already on the device. Per-epoch time is the median over
-epochs after the first (compiling) one, whose time is reported separately.
+Models (`--model`, default both):
+- `default`: the PyTorch `examples/vae` VAE (784-400-20 ReLU encoder with a Gaussian q,
+  20-400-784 decoder, Bernoulli likelihood), batch 128; the PyTorch leg runs on it;
+- `iwae`: the IWAE-paper model (`iwae_paper_vae`: 784-200-200-50 tanh, 50-200-200-784),
+  batch 20, the per-step cost of every cell of the IWAE table (`benchmarks/iwae_table.py`).
 
-    python -m benchmarks training_speed [--quick] [--out DIR] [--epochs N]
+1-sample ELBO, Adam(1e-3), dynamically binarised MNIST already on the device. Per-epoch
+time is the median over epochs after the first (compiling) one, whose time is reported
+separately (and as a ratio to the hand-written one's). Achieved FLOP/s: XLA's cost
+analysis of one compiled training step (the epoch is a loop, whose body the analysis
+counts once) times the steps of an epoch, over the median epoch time, against a
+float32 matmul measured in the same process.
+
+    python -m benchmarks training_speed [--quick] [--out DIR] [--epochs N] [--model M]
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ from benchmarks import common
 NAME = "training_speed"
 BATCH = 128
 LR = 1e-3
+MODELS = {
+    "default": {"hidden": (400,), "latent": 20, "activation": "relu", "batch": 128},
+    "iwae": {"hidden": (200, 200), "latent": 50, "activation": "tanh", "batch": 20},
+}
 
 
 def load_data(quick: bool) -> np.ndarray:
@@ -31,17 +43,19 @@ def load_data(quick: bool) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- (a) vi_jax trainer
-def vi_jax_runner(x, seed: int = 0):
+def vi_jax_runner(x, seed: int = 0, model: str = "default"):
     import jax
     import jax.numpy as jnp
     import optax
 
     from vi_jax import data as vdata
     from vi_jax.experiment import resolve_estimator
-    from vi_jax.models import make_vae_loss, pytorch_example_vae, split_params
+    from vi_jax.models import iwae_paper_vae, make_vae_loss, pytorch_example_vae, split_params
     from vi_jax.training import init_train_state, make_epoch_fn, make_train_step
 
-    graphdef, params, rest = split_params(pytorch_example_vae(rngs=seed))
+    build = {"default": pytorch_example_vae, "iwae": iwae_paper_vae}[model]
+    batch = MODELS[model]["batch"]
+    graphdef, params, rest = split_params(build(rngs=seed))
     # As in vi_jax.experiment.build: no per-step kl/recon monitoring (it costs ~45% on CPU).
     loss_fn = make_vae_loss(
         graphdef, resolve_estimator("elbo", "pathwise"), num_samples=1, rest=rest, monitor=False
@@ -49,11 +63,15 @@ def vi_jax_runner(x, seed: int = 0):
     optimizer = optax.adam(LR)
     step = make_train_step(loss_fn, optimizer)
     epoch_fn = make_epoch_fn(
-        step, batch_size=BATCH, num_examples=len(x), preprocess=vdata.dynamic_binarize
+        step, batch_size=batch, num_examples=len(x), preprocess=vdata.dynamic_binarize
     )
     data = jnp.asarray(x)
     box = {"state": init_train_state(params, optimizer)}
     key = jax.random.key(seed)
+
+    def step_flops() -> float:
+        xb = vdata.dynamic_binarize(key, data[:batch])
+        return common.compiled_cost(jax.jit(step), box["state"], xb, key)["flops"]
 
     def run(i: int):
         box["state"], metrics = epoch_fn(box["state"], data, jax.random.fold_in(key, i))
@@ -68,11 +86,13 @@ def vi_jax_runner(x, seed: int = 0):
             )
         )
 
+    run.step_flops = step_flops
+    run.num_steps = epoch_fn.num_steps
     return run, loss_of
 
 
 # ------------------------------------------------------- (b) hand-written JAX scan epoch
-def handwritten_runner(x, seed: int = 0):
+def handwritten_runner(x, seed: int = 0, model: str = "default"):
     """Plain jnp parameter dicts, hand-written Adam, one jitted `lax.scan` per epoch."""
     import jax
     import jax.numpy as jnp
@@ -86,25 +106,33 @@ def handwritten_runner(x, seed: int = 0):
             "b": jax.random.uniform(kb, (n_out,), jnp.float32, -lim, lim),
         }
 
-    ks = jax.random.split(jax.random.key(seed), 5)
+    cfg = MODELS[model]
+    hidden, latent, batch = cfg["hidden"], cfg["latent"], cfg["batch"]
+    act = {"relu": jax.nn.relu, "tanh": jnp.tanh}[cfg["activation"]]
+    enc_w = (784, *hidden)
+    dec_w = (latent, *reversed(hidden), 784)
+    ks = iter(jax.random.split(jax.random.key(seed), len(enc_w) + len(dec_w) + 2))
     params = {
-        "enc": dense(ks[0], 784, 400),
-        "mu": dense(ks[1], 400, 20),
-        "raw_scale": dense(ks[2], 400, 20),
-        "dec_h": dense(ks[3], 20, 400),
-        "dec_out": dense(ks[4], 400, 784),
+        "enc": [dense(next(ks), a, b) for a, b in zip(enc_w[:-1], enc_w[1:], strict=True)],
+        "mu": dense(next(ks), hidden[-1], latent),
+        "raw_scale": dense(next(ks), hidden[-1], latent),
+        "dec": [dense(next(ks), a, b) for a, b in zip(dec_w[:-1], dec_w[1:], strict=True)],
     }
 
     def lin(p, h):
         return h @ p["w"] + p["b"]
 
     def loss(p, xb, key):
-        h = jax.nn.relu(lin(p["enc"], xb))
+        h = xb
+        for layer in p["enc"]:
+            h = act(lin(layer, h))
         mu = lin(p["mu"], h)
         scale = jax.nn.softplus(lin(p["raw_scale"], h)) + 1e-6
         eps = jax.random.normal(key, mu.shape, mu.dtype)
-        z = mu + scale * eps
-        logits = lin(p["dec_out"], jax.nn.relu(lin(p["dec_h"], z)))
+        h = mu + scale * eps
+        for layer in p["dec"][:-1]:
+            h = act(lin(layer, h))
+        logits = lin(p["dec"][-1], h)
         # Bernoulli log-likelihood in logit form: x*l - softplus(l).
         ll = jnp.sum(xb * logits - jax.nn.softplus(logits), axis=-1)
         kl = 0.5 * jnp.sum(mu**2 + scale**2 - 1.0 - 2.0 * jnp.log(scale), axis=-1)
@@ -113,7 +141,7 @@ def handwritten_runner(x, seed: int = 0):
     b1, b2, eps_adam = 0.9, 0.999, 1e-8
     zeros = jax.tree.map(jnp.zeros_like, params)
     opt = {"m": zeros, "v": zeros, "t": jnp.zeros((), jnp.int32)}
-    n_steps = len(x) // BATCH
+    n_steps = len(x) // batch
 
     def step(carry, inp):
         p, o, data = carry
@@ -133,8 +161,8 @@ def handwritten_runner(x, seed: int = 0):
     @jax.jit
     def epoch(p, o, data, key):
         kp, ks = jax.random.split(key)
-        perm = jax.random.permutation(kp, data.shape[0])[: n_steps * BATCH]
-        idx = perm.reshape(n_steps, BATCH)
+        perm = jax.random.permutation(kp, data.shape[0])[: n_steps * batch]
+        idx = perm.reshape(n_steps, batch)
         keys = jax.random.split(ks, n_steps)
         (p, o, _), losses = jax.lax.scan(step, (p, o, data), (idx, keys))
         return p, o, losses
@@ -147,11 +175,17 @@ def handwritten_runner(x, seed: int = 0):
         box["p"], box["o"], losses = epoch(box["p"], box["o"], data, jax.random.fold_in(key, i))
         return losses
 
+    def step_flops() -> float:
+        inp = (jnp.arange(batch), jax.random.key(0))
+        return common.compiled_cost(jax.jit(step), (box["p"], box["o"], data), inp)["flops"]
+
+    run.step_flops = step_flops
+    run.num_steps = n_steps
     return run, lambda losses: float(jnp.mean(losses))
 
 
 # ------------------------------------------------------------ (c) PyTorch examples/vae
-def torch_runner(x, seed: int = 0):
+def torch_runner(x, seed: int = 0, model: str = "default"):
     """The PyTorch `examples/vae` loop over a DataLoader of the same in-memory tensors."""
     import torch
     from torch import nn
@@ -203,38 +237,33 @@ def torch_runner(x, seed: int = 0):
     return run, float
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks training_speed", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="2,560-example slice, 2 epochs")
-    ap.add_argument("--out", default=None, help="output folder")
-    ap.add_argument("--epochs", type=int, default=None, help="epochs per trainer (incl. first)")
-    ap.add_argument("--torch-epochs", type=int, default=None)
-    args = ap.parse_args(argv)
+def run_model(
+    model: str, x: np.ndarray, epochs: int, torch_epochs: int, peak: dict, notes: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Times the trainers on `model` (epochs interleaved); returns `(results, table rows)`."""
     from tqdm.auto import tqdm
 
-    epochs = args.epochs or (2 if args.quick else 11)
-    torch_epochs = args.torch_epochs or (2 if args.quick else 3)
-    x = load_data(args.quick)
-    out = common.out_dir(NAME, args.out)
     runners = {"vi_jax": vi_jax_runner, "hand-written JAX": handwritten_runner}
-    notes = []
-    try:
-        import torch  # noqa: F401
+    if model == "default":
+        try:
+            import torch  # noqa: F401
 
-        runners["PyTorch examples/vae"] = torch_runner
-    except ImportError as e:
-        msg = f"PyTorch skipped: torch is not importable ({e})."
-        print(msg)
-        notes.append(msg)
+            runners["PyTorch examples/vae"] = torch_runner
+        except ImportError as e:
+            msg = f"PyTorch skipped: torch is not importable ({e})."
+            print(msg)
+            notes.append(msg)
     rows, results = [], {}
     # Interleave: build all, then alternate epochs so both JAX trainers see the same machine load.
-    built = {name: make(x) for name, make in runners.items()}
+    built = {name: make(x, model=model) for name, make in runners.items()}
     n_of = {name: (torch_epochs if name.startswith("PyTorch") else epochs) for name in built}
     times = {name: [] for name in built}
     losses = {name: [] for name in built}
-    with tqdm(total=sum(n_of.values()), desc=NAME, disable=None) as bar:
+    with tqdm(total=sum(n_of.values()), desc=f"{NAME} ({model})", disable=None) as bar:
         for i in range(max(n_of.values())):
-            for name, (run, loss_of) in built.items():
+            names = list(built) if i % 2 == 0 else list(built)[::-1]
+            for name in names:
+                run, loss_of = built[name]
                 if i >= n_of[name]:
                     continue
                 t0 = time.perf_counter()
@@ -242,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 times[name].append(time.perf_counter() - t0)
                 losses[name].append(loss_of(res))
                 bar.update(1)
-    for name in built:
+    for name, (run, _) in built.items():
         s = (
             common.summarize(times[name][1:])
             if len(times[name]) > 1
@@ -251,47 +280,103 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         s["first_epoch_s"] = times[name][0]
         s["times_s"] = times[name]
         s["loss_per_epoch"] = losses[name]
+        if hasattr(run, "step_flops"):
+            s["num_steps"] = run.num_steps
+            s["median_s_per_step"] = s["median_s"] / run.num_steps
+            s.update(common.roofline(run.step_flops() * run.num_steps, s["median_s"], peak))
         results[name] = s
         rows.append(
             {
+                "model": model,
                 "trainer": name,
                 "median s/epoch": s["median_s"],
                 "IQR s": s["iqr_s"],
+                "ms/step": 1e3 * s.get("median_s_per_step", float("nan")),
+                "GFLOP/s": s.get("achieved_flops_per_s", float("nan")) / 1e9,
+                "% of peak": 100 * s.get("fraction_of_peak", float("nan")),
                 "first (compile) epoch s": s["first_epoch_s"],
                 "epochs timed": s["reps"],
                 "final train loss": losses[name][-1],
             }
         )
-    ratio = results["vi_jax"]["median_s"] / results["hand-written JAX"]["median_s"]
-    results["ratio_vi_jax_over_handwritten"] = ratio
+    vj, hw = results["vi_jax"], results["hand-written JAX"]
+    results["ratio_vi_jax_over_handwritten"] = vj["median_s"] / hw["median_s"]
+    paired = np.asarray(vj["times_s"][1:]) / np.asarray(hw["times_s"][1:])
+    if len(paired):
+        results["paired_ratio"] = {
+            "median": float(np.median(paired)),
+            "q25": float(np.percentile(paired, 25)),
+            "q75": float(np.percentile(paired, 75)),
+        }
+    results["first_epoch_ratio"] = vj["first_epoch_s"] / hw["first_epoch_s"]
     notes.append(
-        f"ratio vi_jax / hand-written JAX = {ratio:.3f} (target <= 1.15; DESIGN reference on "
-        "H100: hand-written JAX ~0.036 s/epoch, PyTorch ~1.8 s/epoch)."
+        f"{model}: ratio vi_jax / hand-written JAX = {results['ratio_vi_jax_over_handwritten']:.3f}"
+        + (
+            f" (paired epochs: median {results['paired_ratio']['median']:.3f}, IQR "
+            f"{results['paired_ratio']['q25']:.3f}-{results['paired_ratio']['q75']:.3f})"
+            if "paired_ratio" in results
+            else ""
+        )
+        + f"; first (compile) epoch ratio {results['first_epoch_ratio']:.2f} "
+        "(targets: <= 1.03 and <= 1.2)."
     )
     if "PyTorch examples/vae" in results:
         notes.append(
-            "ratio PyTorch / vi_jax = "
-            f"{results['PyTorch examples/vae']['median_s'] / results['vi_jax']['median_s']:.2f}"
+            f"{model}: ratio PyTorch / vi_jax = "
+            f"{results['PyTorch examples/vae']['median_s'] / vj['median_s']:.2f}"
         )
+    return results, rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks training_speed", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="2,560-example slice, 2 epochs")
+    ap.add_argument("--out", default=None, help="output folder")
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per trainer (incl. first)")
+    ap.add_argument("--iwae-epochs", type=int, default=None, help="epochs of the iwae model")
+    ap.add_argument("--torch-epochs", type=int, default=None)
+    ap.add_argument("--model", choices=["default", "iwae", "both"], default="both")
+    args = ap.parse_args(argv)
+
+    epochs = args.epochs or (2 if args.quick else 11)
+    iwae_epochs = args.iwae_epochs or (2 if args.quick else 5)
+    torch_epochs = args.torch_epochs or (2 if args.quick else 3)
+    x = load_data(args.quick)
+    out = common.out_dir(NAME, args.out)
+    notes: list[str] = []
+    peak = common.peak_matmul_flops(n=256 if args.quick else None)
+    models = ["default", "iwae"] if args.model == "both" else [args.model]
+    results: dict[str, Any] = {"peak_matmul": peak}
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        res, r = run_model(
+            model, x, epochs if model == "default" else iwae_epochs, torch_epochs, peak, notes
+        )
+        rows += r
+        # The default model's figures at the top level (as before); the others by name.
+        if model == "default":
+            results.update(res)
+        else:
+            results[f"{model}_model"] = res
+    notes.append(
+        f"GFLOP/s: XLA cost analysis of one training step x steps per epoch / median epoch "
+        f"time; % of peak = of a {peak['n']}x{peak['n']} float32 matmul in this process "
+        f"({peak['flops_per_s'] / 1e9:.0f} GFLOP/s)."
+    )
     plot = "training_speed.png"
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = list(built)
-    med = [results[n]["median_s"] for n in names]
-    err = np.array(
-        [
-            [results[n]["median_s"] - results[n]["q25_s"] for n in names],
-            [results[n]["q75_s"] - results[n]["median_s"] for n in names],
-        ]
-    )
-    ax.bar(names, med, yerr=err, capsize=4, color=["C0", "C1", "C2"][: len(names)])
-    ax.set_ylabel("s / epoch (median, IQR)")
-    ax.set_title(f"VAE epoch, N={len(x)}, batch {BATCH}")
-    if len(names) > 2:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = [f"{r['model']}\n{r['trainer']}" for r in rows]
+    med = [r["median s/epoch"] for r in rows]
+    ax.bar(range(len(rows)), med, color=[f"C{i}" for i in range(len(rows))])
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("s / epoch (median)")
+    ax.set_title(f"VAE epoch, N={len(x)}")
+    if len(rows) > 2:
         ax.set_yscale("log")
     fig.tight_layout()
     fig.savefig(out / plot, dpi=100)
@@ -299,20 +384,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = {
         "quick": args.quick,
         "num_examples": len(x),
-        "batch_size": BATCH,
+        "batch_size": {m: MODELS[m]["batch"] for m in models},
         "learning_rate": LR,
         "epochs": epochs,
+        "iwae_epochs": iwae_epochs,
         "torch_epochs": torch_epochs,
-        "model": "784-400-20 relu / 20-400-784, Bernoulli, 1-sample ELBO, dynamic binarisation",
+        "models": {m: MODELS[m] for m in models},
+        "objective": "1-sample ELBO, Bernoulli, dynamic binarisation",
     }
-    cols = [
-        "trainer",
-        "median s/epoch",
-        "IQR s",
-        "first (compile) epoch s",
-        "epochs timed",
-        "final train loss",
-    ]
+    cols = list(rows[0])
     common.publish(
         out,
         NAME,

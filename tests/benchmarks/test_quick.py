@@ -135,3 +135,58 @@ def test_iwae_table_refusals(tmp_path):
     (tmp_path / "vae-k1" / "config.json").write_text(json.dumps({"seed": 99}))
     with pytest.raises(SystemExit, match="another configuration"):
         iwae_table.main(["--quick", "--cell", "vae-k1", "--out", str(tmp_path)])
+
+
+def test_training_speed_roofline_and_iwae_model(quick_runs):
+    res = json.loads((quick_runs / "training_speed" / "training_speed.json").read_text())["results"]
+    assert res["peak_matmul"]["flops_per_s"] > 0
+    for r in (res, res["iwae_model"]):
+        assert r["first_epoch_ratio"] > 0
+        for name in ("vi_jax", "hand-written JAX"):
+            # FLOPs per epoch from XLA's cost analysis: at least the decoder's output layer.
+            assert r[name]["flops_per_call"] > 2 * 400 * 784 * 128
+            assert 0 < r[name]["fraction_of_peak"] < 10
+            assert r[name]["median_s_per_step"] > 0
+
+
+def test_evaluation_sane(quick_runs):
+    res = json.loads((quick_runs / "evaluation" / "evaluation.json").read_text())["results"]
+    legs = res["legs"]
+    assert set(legs) == {"vi_jax", "hand-written (jax.nn.softplus)", "hand-written (max+log1p)"}
+    lls = [leg["mean_log_likelihood"] for leg in legs.values()]
+    # Same model, same images, K = 100 each: the estimates agree to a fraction of a nat.
+    assert max(lls) - min(lls) < 1.0 and all(-600 < v < 0 for v in lls)
+    for leg in legs.values():
+        assert leg["images_per_s"] > 0 and leg["chunk_program_memory_bytes"] > 0
+        assert leg["full_test_set_s"] == pytest.approx(10_000 / leg["images_per_s"])
+    assert res["ratio_vi_jax_over_handwritten_time"] > 0
+
+
+def test_gpu_suite_helpers(quick_runs):
+    from benchmarks import gpu_suite
+
+    got = gpu_suite.extrapolate_passes([10.0, 2.0, 4.0, 3.0])
+    assert got["median_pass_s"] == 3.0 and got["full_schedule_s"] == 10.0 + 3.0 * 3279
+    assert gpu_suite.extrapolate_passes([5.0])["full_schedule_s"] == 5.0 * 3280
+    with pytest.raises(ValueError, match="`pass_times`"):
+        gpu_suite.extrapolate_passes([])
+    cmd = gpu_suite.install_command("wheels")
+    assert cmd[-4:] == ["install", "--no-index", "--find-links", "wheels"]
+    # Every part's summary line, from the results the quick runs wrote.
+    for part in ("training_speed", "throughput_numpyro", "evaluation"):
+        res = json.loads((quick_runs / part / f"{part}.json").read_text())["results"]
+        (line, *_) = gpu_suite._headline(part, res)
+        assert line.startswith(part)
+    with pytest.raises(SystemExit):
+        gpu_suite.main(["--parts", "nope"])
+
+
+def test_gpu_suite_quick_iwae_cell(tmp_path):
+    # The one part of the suite that no other quick run covers: passes timed, extrapolated.
+    from benchmarks.__main__ import main
+
+    assert main(["gpu_suite", "--quick", "--parts", "iwae_cell", "--out", str(tmp_path)]) == 0
+    payload = json.loads((tmp_path / "gpu_suite.json").read_text())
+    cell = payload["results"]["parts"]["iwae_cell"]
+    assert cell["passes_timed"] == 2 and cell["full_schedule_s"] > cell["median_pass_s"] > 0
+    assert payload["results"]["device"] and payload["results"]["headlines"]

@@ -20,7 +20,9 @@ from vi_jax.models.networks import (
     MLP,
     ConvDecoderNet,
     ConvEncoderNet,
+    flatten_leading,
     get_activation,
+    unflatten_leading,
 )
 from vi_jax.models.priors import (
     LaplacePrior,
@@ -62,7 +64,9 @@ __all__ = [
     "bernoulli_likelihood",
     "count_params",
     "gaussian_likelihood",
+    "flatten_leading",
     "get_activation",
+    "unflatten_leading",
     "inverse_softplus_scale",
     "iwae_paper_vae",
     "kl_is_analytic",
