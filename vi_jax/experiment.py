@@ -34,6 +34,14 @@ from vi_jax.training import (
     make_epoch_fn,
     make_train_step,
 )
+from vi_jax.training.distributed import data_mesh, is_main_process
+from vi_jax.training.sharding import (
+    check_batch_divisible,
+    data_parallel_size,
+    place_data,
+    resident_rows,
+    shard_rows,
+)
 from vi_jax.types import Estimator
 
 
@@ -143,9 +151,11 @@ def load_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return xtr, ytr, xte, yte
 
 
-def _device_info() -> dict[str, Any]:
+def _device_info(mesh: Any = None) -> dict[str, Any]:
     dev = jax.devices()[0]
     return {
+        "process_count": jax.process_count(),
+        "data_parallel_devices": data_parallel_size(mesh),
         "platform": dev.platform,
         "device": getattr(dev, "device_kind", str(dev)),
         "num_devices": jax.device_count(),
@@ -209,6 +219,7 @@ def evaluate_params(
     num_samples: int | None = None,
     num_examples: int | None = None,
     progress: bool = False,
+    mesh: Any = None,
 ) -> Evaluation:
     """Importance-sampled test log-likelihood and ELBO terms of trained parameters."""
     num_samples = num_samples or config.eval_samples
@@ -223,6 +234,7 @@ def evaluate_params(
         sample_chunk=min(500, num_samples),
         data_chunk=100 if num_samples > 100 else 500,
         progress=progress,
+        mesh=mesh,
     )
 
 
@@ -263,18 +275,32 @@ def write_pictures(
     return written
 
 
-def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    devices: int | str | None = 1,
+) -> dict[str, Any]:
     """Trains, evaluates and writes `metrics.json`, `metrics.jsonl`, PNGs and checkpoints.
 
     Args:
       config: the run's configuration (validated here).
       out: output directory; a run there is resumed from its latest checkpoint.
       progress: show progress bars.
+      devices: devices per process for data parallelism (an int or "all"); the batch
+        axis is sharded over them. In a multi-host run (`distributed.initialize` called
+        first) the mesh spans every process, each process keeps only its rows of the
+        training set on its devices, and process 0 alone writes metrics and pictures;
+        checkpoints are written by all processes together.
 
     Returns:
       The metrics dictionary also written to `out/metrics.json`.
     """
     config.validate()
+    mesh = data_mesh(devices)
+    check_batch_divisible(config.batch_size, mesh, hint=" Choose --batch-size or --devices.")
+    main_process = is_main_process()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -282,15 +308,31 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
     x_test = _binarized_test(config, xte)
     if config.binarize == "static" and config.dataset != "synthetic":
         xtr = np.asarray(vdata.static_binarize(xtr, seed=config.seed), np.float32)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    if main_process:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
     step = make_train_step(loss_fn, optimizer)
     preprocess = None
     if config.binarize == "dynamic" and config.dataset != "synthetic":
         preprocess = vdata.dynamic_binarize
     epoch_fn = make_epoch_fn(
-        step, batch_size=config.batch_size, num_examples=len(xtr), preprocess=preprocess
+        step,
+        batch_size=config.batch_size,
+        num_examples=len(xtr),
+        preprocess=preprocess,
+        mesh=mesh,
     )
+    # Across processes each one keeps only its rows; within one process a replica per
+    # device makes every batch gather local.
+    train_data = shard_rows(xtr, mesh) if jax.process_count() > 1 else jnp.asarray(xtr)
+    if mesh is not None:
+        train_data = place_data(train_data, mesh)
+        print(
+            f"process {jax.process_index()}/{jax.process_count()}: "
+            f"{resident_rows(train_data)} of {len(xtr)} training examples resident on its "
+            f"{len(train_data.addressable_shards)} device(s)",
+            flush=True,
+        )
     state = init_train_state(params, optimizer)
     key = jax.random.key(config.seed)
     monitor = x_test[: min(len(x_test), 1000)]
@@ -311,7 +353,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
         key,
         state,
         epoch_fn,
-        jnp.asarray(xtr),
+        train_data,
         num_epochs=config.epochs,
         run_dir=out,
         checkpoint_every=config.checkpoint_every,
@@ -324,9 +366,22 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
     params = result.state.params
     t1 = time.perf_counter()
     evaluation = evaluate_params(
-        jax.random.key(config.seed + 1), config, graphdef, params, rest, x_test, progress=progress
+        jax.random.key(config.seed + 1),
+        config,
+        graphdef,
+        params,
+        rest,
+        x_test,
+        progress=progress,
+        mesh=mesh,
     )
     t_eval = time.perf_counter() - t1
+    metrics_info = _device_info(mesh)
+    if not main_process:
+        return {"test": evaluation.summary(), "machine": metrics_info}
+    # Host copies (replicated arrays are readable on every process): the pictures run
+    # on process 0 alone and must not launch computations on the other hosts' devices.
+    params = jax.tree.map(np.asarray, params)
     pictures = write_pictures(out, jax.random.key(config.seed + 2), graphdef, params, rest, x_test)
     curves = {"train bound (per example)": [h["bound"] for h in history]}
     if any("test_elbo" in h for h in history):
@@ -355,7 +410,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True)
             "total": time.perf_counter() - t0,
         },
         "config": dataclasses.asdict(config),
-        "machine": _device_info(),
+        "machine": metrics_info,
         "pictures": pictures,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
@@ -430,6 +485,7 @@ def evaluate(
     num_samples: int | None = None,
     num_examples: int | None = None,
     progress: bool = True,
+    devices: int | str | None = 1,
 ) -> dict[str, Any]:
     """Re-evaluates the latest checkpoint of a training run.
 
@@ -438,10 +494,13 @@ def evaluate(
       num_samples: importance samples K (default: the run's `eval_samples`).
       num_examples: test examples (0 = all; default: the run's `eval_examples`).
       progress: show a progress bar.
+      devices: devices per process over which the test examples are sharded (an int or
+        "all"); the result equals the one-device one up to float reduction order.
 
     Returns:
-      The test summary, also written to `run_dir/evaluation.json`.
+      The test summary, also written to `run_dir/evaluation.json` (by process 0).
     """
+    mesh = data_mesh(devices)
     run_dir = Path(run_dir)
     config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
     evaluation = evaluate_params(
@@ -454,6 +513,7 @@ def evaluate(
         num_samples=num_samples,
         num_examples=num_examples,
         progress=progress,
+        mesh=mesh,
     )
     summary = {
         "epoch": epoch,
@@ -463,5 +523,7 @@ def evaluate(
             "num_examples": int(evaluation.log_likelihood.shape[0]),
         },
     }
-    (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
+    if is_main_process():
+        np.save(run_dir / "evaluation_log_likelihood.npy", evaluation.log_likelihood)
+        (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
