@@ -155,7 +155,7 @@ def _start_distributed(args: argparse.Namespace) -> None:
     """Joins a multi-host run when asked, before anything touches a device."""
     from vi_jax.training import distributed
 
-    given = [args.coordinator, args.num_processes, args.process_id]
+    given = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
     if getattr(args, "cluster_auto", False):
         distributed.initialize(auto=True, timeout_s=args.init_timeout)
     elif any(v is not None for v in given):
