@@ -14,7 +14,10 @@ BENCHMARKS = {
     "estimator_quality": "benchmarks.estimator_quality",
     "throughput_numpyro": "benchmarks.throughput_numpyro",
     "iwae_table": "benchmarks.iwae_table",
+    "families": "benchmarks.families",
     "evaluation": "benchmarks.evaluation",
+    "bounds": "benchmarks.bounds",
+    "discrete_estimators": "benchmarks.discrete_estimators",
 }
 # Suites run other benchmarks: callable by name, never by --all.
 SUITES = {"gpu_suite": "benchmarks.gpu_suite"}

@@ -8,7 +8,9 @@
 #    space with `vj.estimators.log_marginal_table`), and see that the printed entries sum to
 #    0.99, not the slide's 1.00;
 # 2. count the terms of the same sum for D binary latents: 2^D;
-# 3. time exact chunked enumeration (`vj.estimators.enumerate_binary_log_marginal`) as D grows.
+# 3. time exact chunked enumeration (`vj.estimators.enumerate_binary_log_marginal`) as D grows, up
+#    to the lecture's D = 20;
+# 4. replace the sum by naive Monte Carlo (`vj.estimators.uniform_log_marginal`) and watch it fail.
 
 # %%
 import os
@@ -28,61 +30,67 @@ print("notebook size:", SIZE)
 # %% [markdown]
 # ## 1. The joint table p(eye colour, nationality)
 #
-# Rows are eye colours, columns nationalities. Marginalising nationality out is a sum
-# over each row: p(colour) = Σ_nationality p(colour, nationality).
+# Rows are eye colours, columns nationalities: the table exactly as the lecture's slide
+# prints it. Marginalising nationality out is a sum over each row:
+# p(colour) = Σ_nationality p(colour, nationality).
 
 # %%
 table = np.asarray(vj.estimators.EYE_COLOUR_NATIONALITY_TABLE)
-print("".ljust(8) + "".join(n.rjust(9) for n in vj.estimators.NATIONALITIES) + "    row sum")
+assert table.shape == (3, 8)
+print("".ljust(12) + "".join(n[:7].rjust(8) for n in vj.estimators.NATIONALITIES) + "   row sum")
 for colour, row in zip(vj.estimators.EYE_COLOURS, table, strict=True):
-    print(colour.ljust(8) + "".join(f"{v:9.2f}" for v in row) + f"    {row.sum():7.2f}")
-print("column sums".ljust(8), np.round(table.sum(axis=0), 2))
+    print(colour.ljust(12) + "".join(f"{v:8.2f}" for v in row) + f"   {row.sum():7.2f}")
+print("column sum".ljust(12) + "".join(f"{v:8.2f}" for v in table.sum(axis=0)))
 print(f"total = {table.sum():.2f}")
+row_sums = table.sum(axis=1)
+assert np.allclose(row_sums, [0.19, 0.37, 0.43]) and np.isclose(table.sum(), 0.99)
 
 # %% [markdown]
-# The row sums are brown 0.19, blue 0.37, green 0.43: **total 0.99**. The slide quotes
-# p(green) = 0.44 and a total of 1.00, which its own printed entries do not give. The
-# table as printed is therefore not quite a distribution; dividing by its total fixes
-# that (`vj.estimators.normalise_table`). The same marginal, computed in log space (a
-# `logsumexp` instead of a sum, which is how it is done when the terms are tiny):
+# The printed row sums are brown 0.19, blue 0.37, green 0.43: **total 0.99**. The slide
+# itself prints p(green) = 0.44 and a total of 1.00, which its own entries do not give
+# (0.01 + 0.01 + 0.08 + 0.06 + 0.07 + 0.08 + 0.06 + 0.06 = 0.43). So the table as printed
+# is not quite a distribution; dividing every entry by the total 0.99
+# (`vj.estimators.normalise_table`) makes it one. One cell, (brown, Spanish), is 0.00: in log space
+# it is −inf, zero mass, and the log-space sum (`vj.estimators.log_marginal_table`, a `logsumexp`,
+# which is how such sums are done when the terms are tiny) handles it.
 
 # %%
-p_colour = table.sum(axis=1)
 log_p_colour = vj.estimators.log_marginal_table(jnp.log(table), axis=1)
 normalised = np.asarray(vj.estimators.normalise_table(table))
-assert np.allclose(np.exp(log_p_colour), p_colour)
+assert np.allclose(np.exp(log_p_colour), row_sums)
 assert np.isclose(normalised.sum(), 1.0)
-for c, raw, norm in zip(vj.estimators.EYE_COLOURS, p_colour, normalised.sum(axis=1), strict=True):
-    print(f"p({c:5s}) = {raw:.2f} as printed,  {norm:.4f} after normalising")
+print("normalised table (each entry / 0.99):")
+print("".ljust(12) + "".join(n[:7].rjust(8) for n in vj.estimators.NATIONALITIES) + "   row sum")
+for colour, row in zip(vj.estimators.EYE_COLOURS, normalised, strict=True):
+    print(colour.ljust(12) + "".join(f"{v:8.4f}" for v in row) + f"   {row.sum():7.4f}")
+print()
+for c, raw, norm in zip(vj.estimators.EYE_COLOURS, row_sums, normalised.sum(axis=1), strict=True):
+    print(f"p({c:5s}) = {raw:.2f} as printed, {norm:.4f} normalised, change {norm - raw:+.4f}")
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-im = axes[0].imshow(normalised, cmap="Blues")
-axes[0].set_xticks(range(3), vj.estimators.NATIONALITIES)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [2.2, 1]})
+axes[0].imshow(table, cmap="Blues")
+axes[0].set_xticks(
+    range(len(vj.estimators.NATIONALITIES)), vj.estimators.NATIONALITIES, rotation=30
+)
 axes[0].set_yticks(range(3), vj.estimators.EYE_COLOURS)
 axes[0].set_xlabel("nationality (summed out)")
 axes[0].set_ylabel("eye colour")
-axes[0].set_title("joint p(colour, nationality), normalised")
-for (i, j), v in np.ndenumerate(normalised):
-    axes[0].text(j, i, f"{v:.3f}", ha="center", va="center")
-axes[1].bar(vj.estimators.EYE_COLOURS, p_colour, label="printed (sum 0.99)", alpha=0.6)
-axes[1].bar(
-    vj.estimators.EYE_COLOURS,
-    normalised.sum(axis=1),
-    label="normalised (sum 1)",
-    fill=False,
-    edgecolor="k",
-)
-axes[1].set_xlabel("eye colour")
-axes[1].set_ylabel("marginal probability")
-axes[1].set_title("p(colour) = row sums")
-axes[1].legend()
+axes[0].set_title("joint p(colour, nationality), as printed")
+for (i, j), v in np.ndenumerate(table):
+    axes[0].text(j, i, f"{v:.2f}", ha="center", va="center")
+# The two marginals differ by at most 0.004: bars of both would look identical, so the
+# second panel shows the difference itself.
+axes[1].bar(vj.estimators.EYE_COLOURS, normalised.sum(axis=1) - row_sums, color="tab:orange")
+axes[1].axhline(0, color="k", lw=0.8)
+axes[1].set_ylabel("normalised − printed p(colour)")
+axes[1].set_title("what normalising changes")
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
 # ## 2. The 2^D blow-up
 #
-# With one categorical latent of 3 values the sum has 3 terms. With D binary latents
+# With one categorical latent of 8 values (the nationality) the sum has 8 terms. With D binary latents
 # z ∈ {0,1}^D it has 2^D terms: every configuration of every latent.
 
 # %%
@@ -107,7 +115,8 @@ plt.show()
 # `vj.estimators.make_binary_latent_gaussian` (independent Bernoulli z, Gaussian x | z).
 
 # %%
-D_max = 20 if FULL else 16
+# D = 20 is the lecture's 2^20 ≈ a million terms; it takes well under a second here.
+D_max = 24 if FULL else 20
 timing_D = list(range(4, D_max + 1, 2))
 times, log_px = [], []
 for D in timing_D:
@@ -154,8 +163,74 @@ plt.show()
 
 # %% [markdown]
 # For small D the time is dominated by fixed overheads; once the chunks fill up it
-# doubles with every extra latent, approaching the dashed 2^D line. Extrapolating, D = 40
-# would take about 2^(40 − D_max) times the last measurement.
+# doubles with every extra latent, following the dashed 2^D line. The measured time at
+# D = 20 (the lecture's 2^20, about a million terms) is printed above; the same doubling
+# makes D = 40 take 2^20 times as long, as the next cell computes from the measurement.
+
+# %%
+per_term = times[-1] / 2.0 ** timing_D[-1]
+for D in (30, 40, 60):
+    seconds = per_term * 2.0**D
+    print(f"D = {D}: {2.0**D:.1e} terms, about {seconds:.3g} s = {seconds / 86400:.3g} days")
+
+# %% [markdown]
+# ## 4. Naive Monte Carlo over the latents
+#
+# Instead of summing all 2^D terms we can *sample* z uniformly from {0,1}^D and use
+# p(x) = |Z| · E_{z ~ U(Z)}[p(x, z)] ≈ |Z| · (1/n) Σ_k p(x, z_k), which is
+# `vj.estimators.uniform_log_marginal`. It is unbiased, but when p(x, z) is concentrated on a few z
+# most samples miss them. Below, D = 12 (exact answer by enumeration) and n grows.
+
+# %%
+D = 12
+model = vj.estimators.make_binary_latent_gaussian(jax.random.key(D), data_dim=8, latent_dim=D)
+x, _ = model.sample(jax.random.key(100 + D), 1)
+exact = float(
+    vj.estimators.enumerate_binary_log_marginal(model.log_joint_fn(x), D, batch_shape=(1,))[0]
+)
+support = vj.estimators.binary_support(D)
+ns = [10, 100, 1000, 10000]
+repeats = 20
+log_joint = model.log_joint_fn(x)
+
+
+def naive_estimates(n):
+    """`repeats` independent naive-MC estimates of log p(x) with n samples each."""
+
+    def one(key):
+        return vj.estimators.uniform_log_marginal(key, log_joint, support, n, batch_shape=(1,))
+
+    keys = jax.random.split(jax.random.key(n), repeats)
+    return np.asarray(jax.jit(jax.vmap(lambda k: one(k).log_marginal[0]))(keys))
+
+
+naive = np.stack([naive_estimates(n) for n in ns])
+print(f"exact log p(x) = {exact:.3f} (2^{D} = {2**D} terms)")
+for n, row in zip(ns, naive, strict=True):
+    print(
+        f"n = {n:5d}: naive MC log p-hat, median {np.median(row):8.3f}, "
+        f"min {row.min():8.3f}, max {row.max():8.3f}"
+    )
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
+for n, row in zip(ns, naive, strict=True):
+    ax.plot(np.full(repeats, n), row, "o", alpha=0.4, color="tab:blue")
+ax.axhline(exact, color="k", ls="--", label="exact (enumeration)")
+ax.set_xscale("log")
+ax.set_xlabel("samples n")
+ax.set_ylabel("log p-hat(x)")
+ax.set_title(f"naive Monte Carlo, {repeats} repeats per n")
+ax.legend()
+fig.tight_layout()
+plt.show()
+# The estimate of p(x) is unbiased, so log p-hat is (by Jensen) biased low: its median
+# sits below the truth for small n and the spread shrinks as n grows.
+assert np.median(naive[0]) < exact and np.ptp(naive[-1]) < np.ptp(naive[0])
+
+# %% [markdown]
+# With few samples the estimates scatter widely and mostly fall *below* the exact value
+# (the sum is dominated by a few z that a small sample usually misses); with n
+# approaching |Z| they converge. Notebook 03 shows how this gets worse with dimension,
+# and how a better proposal than the uniform one fixes it.
 
 # %% [markdown]
 # ## What we saw
@@ -164,5 +239,17 @@ plt.show()
 #   p(brown, blue, green) = 0.19, 0.37, 0.43, which total **0.99** (the slide's 0.44 and
 #   1.00 do not follow from its own entries); normalising makes it a distribution.
 # - For D binary latents the sum has 2^D terms, and exact enumeration — even chunked, in
-#   bounded memory — takes time that doubles with each latent. This is why the next
-#   notebooks *estimate* p(x) by sampling instead.
+#   bounded memory — takes time that doubles with each latent: measured up to the
+#   lecture's D = 20, and ~2^20 times that at D = 40.
+# - Sampling z uniformly (naive Monte Carlo) replaces the sum by an average; it is
+#   unbiased for p(x) but noisy and low in log space until n is large. The next notebooks
+#   make sampling work.
+#
+# ## Try this
+#
+# 1. In section 1, compute p(nationality | eye colour = green) from the normalised table.
+#    *Predict first:* is it the same as from the printed table? (It is: normalising
+#    rescales a row and its sum by the same factor, so conditionals do not change.)
+# 2. In section 4, set `D = 16`. *Predict:* with n = 100 does the median log p-hat move
+#    closer to or further from the exact value than at D = 12? (Further: the same n now
+#    covers a 16 times smaller fraction of the 2^D configurations.)

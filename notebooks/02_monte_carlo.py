@@ -112,3 +112,10 @@ plt.show()
 # - The error falls as σ/√n, a slope of −1/2 on a log-log plot: each factor 4 in samples
 #   buys only a factor 2 in accuracy, whatever the dimension of z — what matters is σ,
 #   which is what importance sampling (notebook 03) tries to shrink.
+#
+# ## Try this
+# Estimate π/4 with f(u) = √(1 − u²) for one uniform u ∈ [0, 1] (the area under a
+# quarter circle) instead of darts in the square. *Predict:* is its standard error at the
+# same n larger or smaller? (Smaller: f takes values in [0, 1] smoothly, σ ≈ 0.22 instead
+# of the darts' σ ≈ 0.41 for the 0/1 indicator, so it needs about (0.41/0.22)² ≈ 3.4 times fewer samples
+# for the same error.)

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The test command: sets up .venv, then runs the whole suite on the CPU, and the
 # estimator core's numerical tests (Monte Carlo, enumeration, importance sampling,
-# weights, bounds) a second time in float64. Extra arguments go to pytest.
+# weights, bounds) a second time in float64; then the static type check, the documentation
+# site (from the notebooks the suite has just executed: they run once) and the packaging
+# check (wheel + sdist, the README example from the installed wheel). Extra arguments go
+# to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/env.sh" dev,notebooks
+bash "$root/scripts/env.sh" dev,notebooks,docs
 cd "$root"
 export JAX_PLATFORMS=cpu VI_JAX_OFFLINE="${VI_JAX_OFFLINE:-}"
-.venv/bin/python -m ruff check vi_jax tests benchmarks notebooks
+.venv/bin/python -m ruff check vi_jax tests benchmarks notebooks docs
 .venv/bin/python -m pytest -n 2 -q tests "$@"
 # The jit/vmap/grad smoke tests are left out of the float64 pass: they check
 # transformations, not precision, and are mostly compile time.
@@ -15,3 +18,6 @@ JAX_ENABLE_X64=1 .venv/bin/python -m pytest -n 2 -q -k "not jit" \
   tests/estimators/test_monte_carlo.py tests/estimators/test_enumeration.py \
   tests/estimators/test_importance.py tests/estimators/test_weights.py \
   tests/estimators/test_bounds.py
+.venv/bin/python -m mypy
+VENV_PYTHON="$root/.venv/bin/python" bash scripts/docs.sh --no-execute
+bash scripts/check_package.sh

@@ -88,6 +88,55 @@ def test_tile_images_layout_and_refusals():
         tile_images(np.ones((5, 16)), num_cols=0)
 
 
+def test_every_registered_objective_takes_a_training_step():
+    """One jitted step per objective of the registry (its first estimator), on a tiny VAE."""
+    import jax
+
+    from vi_jax.estimators import registry
+    from vi_jax.training import init_train_state, make_train_step
+
+    x = (np.random.default_rng(0).random((8, 6)) > 0.5).astype(np.float32)
+    for objective in registry.objectives():
+        spec = registry.estimators(objective)[0]
+        config = experiment.TrainConfig(
+            dataset="synthetic",
+            latent_dim=2,
+            hidden=(8,),
+            objective=objective,
+            estimator=spec.name,
+            num_samples=max(2, spec.min_samples),
+            num_groups=2,
+            tvo_partitions=3,
+            sleep_weight=0.5 if objective == "rws" else 0.0,
+        ).validate()
+        _, params, _, loss_fn, optimizer = experiment.build(config, 6, 8)
+        step = jax.jit(make_train_step(loss_fn, optimizer))
+        state, metrics = step(init_train_state(params, optimizer), x, jax.random.key(0))
+        assert np.isfinite(float(metrics["loss"])), objective
+
+
+def test_objective_option_refusals():
+    with pytest.raises(ValueError, match="ciwae_beta"):
+        experiment.TrainConfig(objective="ciwae", estimator="pathwise", ciwae_beta=2.0).validate()
+    with pytest.raises(ValueError, match="sleep_weight"):
+        experiment.TrainConfig(sleep_weight=1.0).validate()
+    with pytest.raises(ValueError, match="num_samples"):
+        experiment.TrainConfig(objective="rws", estimator="wake", num_samples=1).validate()
+    with pytest.raises(ValueError, match="num_groups"):
+        experiment.TrainConfig(num_groups=0).validate()
+
+
+def test_discrete_latent_config_validation():
+    from vi_jax.experiment import TrainConfig as _TC
+
+    _TC(latent_type="bernoulli", estimator="disarm").validate()
+    _TC(latent_type="categorical", estimator="gumbel_softmax", temperature=0.5).validate()
+    with pytest.raises(ValueError, match="elbo/disarm"):
+        _TC(latent_type="bernoulli", estimator="pathwise").validate()
+    with pytest.raises(ValueError, match="`temperature`"):
+        _TC(latent_type="bernoulli", estimator="gumbel_softmax", temperature=0.0).validate()
+    with pytest.raises(ValueError, match="`latent_type`"):
+        _TC(latent_type="poisson").validate()
 def test_every_subcommand_shares_the_common_options():
     parser = cli._parser()
     for argv in (["train"], ["evaluate", "--run", "r"], ["gaps", "--run", "r"]):

@@ -9,6 +9,7 @@ and the contracts in `vj.types`. docs/ARCHITECTURE.md describes the layers.
 from vi_jax import data as data
 from vi_jax import diagnostics as diagnostics
 from vi_jax import estimators as estimators
+from vi_jax import families as families
 from vi_jax import inference as inference
 from vi_jax import models as models
 from vi_jax import training as training

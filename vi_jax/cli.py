@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="runs/mnist", help="output directory (resumed if it has checkpoints)"
     )
     t.add_argument("--dataset", choices=["mnist", "digits", "synthetic"], default=d.dataset)
+    t.add_argument(
+        "--model",
+        choices=["mlp", "two-layer"],
+        default=d.model,
+        help="two-layer: z1 (2 x latent) and z2 (latent) stochastic layers (Burda et al. 2016)",
+    )
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")
@@ -90,12 +96,62 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_widths, default=d.hidden, help="e.g. 400 or 200,200")
     t.add_argument("--activation", default=d.activation)
     t.add_argument("--prior", choices=["normal", "laplace", "mog"], default=d.prior)
+    t.add_argument(
+        "--posterior",
+        choices=["diag", "fullrank", "lowrank", "iaf", "realnvp", "spline"],
+        default=d.posterior,
+        help="the encoder's variational family",
+    )
+    t.add_argument("--flow-steps", type=int, default=d.flow_steps, help="flow steps (flows)")
+    t.add_argument(
+        "--flow-hidden", type=int, default=d.flow_hidden, help="flow networks' hidden width"
+    )
     t.add_argument("--objective", choices=list(registry.objectives()), default=d.objective)
     t.add_argument("--estimator", default=d.estimator, help=registry.describe())
+    t.add_argument(
+        "--latent-type",
+        choices=["gaussian", "bernoulli", "categorical"],
+        default=d.latent_type,
+        help="gaussian (default); bernoulli: --latent binary latents; categorical: --latent "
+        "groups of --num-classes one-hots (needs an estimator that takes a discrete q)",
+    )
+    t.add_argument("--num-classes", type=int, default=d.num_classes)
+    t.add_argument(
+        "--temperature",
+        type=float,
+        default=d.temperature,
+        help="relaxation temperature of gumbel_softmax / straight_through",
+    )
     t.add_argument(
         "-k", "--num-samples", type=int, default=d.num_samples, help="samples per data point (K)"
     )
     t.add_argument("--alpha", type=float, default=d.alpha, help="Renyi order for --objective renyi")
+    t.add_argument(
+        "-m",
+        "--num-groups",
+        type=int,
+        default=d.num_groups,
+        help="M groups of K samples for --objective miwae|piwae",
+    )
+    t.add_argument(
+        "--beta",
+        type=float,
+        default=d.ciwae_beta,
+        dest="ciwae_beta",
+        help="CIWAE mixture weight in [0, 1] (1 = ELBO, 0 = IWAE)",
+    )
+    t.add_argument(
+        "--tvo-partitions",
+        type=int,
+        default=d.tvo_partitions,
+        help="TVO partitions of [0, 1] (log-spaced from 0.01)",
+    )
+    t.add_argument(
+        "--sleep-weight",
+        type=float,
+        default=d.sleep_weight,
+        help="--objective rws: weight of the sleep-phi term (0 = wake only)",
+    )
     t.add_argument("--kl-warmup-steps", type=int, default=d.kl_warmup_steps)
     t.add_argument("--binarize", choices=["dynamic", "static"], default=d.binarize)
     t.add_argument("--seed", type=int, default=d.seed)
@@ -126,6 +182,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--eval-samples", type=int, default=None)
     e.add_argument("--eval-examples", type=int, default=None)
+    e.add_argument(
+        "--method",
+        choices=["is", "ais", "bdmc"],
+        default="is",
+        help="is: importance sampling with q; ais: annealed IS; bdmc: AIS bounds on simulated data",
+    )
+    e.add_argument("--ais-steps", type=int, default=100, help="T for ais/bdmc")
+    e.add_argument("--ais-chains", type=int, default=16, help="chains per example for ais/bdmc")
     g = sub.add_parser(
         "gaps", parents=[of_run], help="approximation and amortisation gaps of a trained run"
     )
@@ -208,11 +272,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_examples=args.eval_examples,
                 progress=not args.no_progress,
                 devices=args.devices,
+                method=args.method,
+                ais_steps=args.ais_steps,
+                ais_chains=args.ais_chains,
             )
             if jax.process_index():
                 return 0
-            _print_summary(summary)
-            print(f"wrote {args.run}/evaluation.json")
+            if args.method == "is":
+                _print_summary(summary)
+            else:
+                print(f"{args.method} (T={args.ais_steps}, C={args.ais_chains}): {summary['test']}")
+            suffix = "" if args.method == "is" else f"_{args.method}"
+            print(f"wrote {args.run}/evaluation{suffix}.json")
     except NonFiniteLossError as err:
         print(f"vi-jax: training stopped: {err}", file=sys.stderr)
         return 3

@@ -23,8 +23,18 @@ from vi_jax import data as vdata
 from vi_jax import plotting
 from vi_jax.estimators import registry
 from vi_jax.estimators.bounds import elbo
+from vi_jax.estimators.thermodynamic import tvo_schedule
+from vi_jax.families import CONTINUOUS_FAMILIES
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
-from vi_jax.models import make_mlp_vae, make_vae_loss, merge_params, split_params
+from vi_jax.models import (
+    make_binary_vae,
+    make_mlp_vae,
+    make_two_layer_vae,
+    make_vae_loss,
+    merge_params,
+    split_params,
+)
+from vi_jax.models.loss import batch_data
 from vi_jax.models.view import vae_view
 from vi_jax.training import (
     TrainState,
@@ -45,22 +55,42 @@ from vi_jax.training.sharding import (
 from vi_jax.types import Estimator
 
 
-def resolve_estimator(objective: str, estimator: str, alpha: float = 0.5) -> Estimator:
+def resolve_estimator(
+    objective: str, estimator: str, alpha: float = 0.5, **options: Any
+) -> Estimator:
     """The registered gradient estimator for an objective and an estimator name.
 
     Args:
       objective: a registered objective (`registry.objectives()`).
       estimator: a name registered for it (`registry.describe()` lists them).
       alpha: the Renyi order, bound where the estimator takes it.
+      **options: further options (`num_groups`, `beta`, `betas`, ...), each bound only
+        where the estimator takes it.
 
     Returns:
       `estimator(key, log_joint, q, num_samples) -> [batch]`.
     """
-    return registry.get_estimator(objective, estimator).bind(alpha=alpha)
+    return registry.get_estimator(objective, estimator).bind(alpha=alpha, **options)
+
+
+def estimator_options(config: TrainConfig) -> dict[str, Any]:
+    """The estimator options a configuration sets (bound where an estimator takes them)."""
+    return {
+        "alpha": config.alpha,
+        "num_groups": config.num_groups,
+        "beta": config.ciwae_beta,
+        "betas": tvo_schedule(config.tvo_partitions),
+        "temperature": config.temperature,
+    }
 
 
 # "burda": 3^i passes at learning_rate * 10^(-i/7), i = 0..7 (Burda et al. 2016).
 LR_SCHEDULES = ("constant", "burda")
+MODELS = ("mlp", "two-layer")
+"""`mlp`: one stochastic layer. `two-layer`: Burda et al.'s two stochastic layers, z1 of
+width 2 * latent_dim over `hidden`, z2 of width latent_dim over `hidden` halved
+(`--latent 50 --hidden 200,200 --activation tanh` is the paper's 784-200-200-100-100-50)."""
+LATENT_TYPES = ("gaussian", "bernoulli", "categorical")
 
 
 @dataclasses.dataclass
@@ -72,6 +102,7 @@ class TrainConfig:
     """
 
     dataset: str = "mnist"
+    model: str = "mlp"
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -81,10 +112,17 @@ class TrainConfig:
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
     prior: str = "normal"
+    posterior: str = "diag"
+    flow_steps: int = 2
+    flow_hidden: int = 64
     objective: str = "elbo"
     estimator: str = "pathwise"
     num_samples: int = 1
     alpha: float = 0.5
+    num_groups: int = 1
+    ciwae_beta: float = 0.5
+    tvo_partitions: int = 5
+    sleep_weight: float = 0.0
     kl_warmup_steps: int = 0
     binarize: str = "dynamic"
     seed: int = 0
@@ -93,11 +131,16 @@ class TrainConfig:
     eval_every: int = 1
     train_examples: int = 0
     checkpoint_every: int = 1
+    latent_type: str = "gaussian"
+    num_classes: int = 2
+    temperature: float = 1.0
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first invalid field."""
         if self.dataset not in ("mnist", "digits", "synthetic"):
             raise ValueError(f"`dataset` must be mnist, digits or synthetic, got {self.dataset!r}.")
+        if self.model not in MODELS:
+            raise ValueError(f"`model` must be one of {list(MODELS)}, got {self.model!r}.")
         if self.binarize not in ("dynamic", "static"):
             raise ValueError(f"`binarize` must be 'dynamic' or 'static', got {self.binarize!r}.")
         for name in (
@@ -105,9 +148,13 @@ class TrainConfig:
             "batch_size",
             "latent_dim",
             "num_samples",
+            "num_groups",
+            "tvo_partitions",
             "eval_samples",
             "eval_every",
             "checkpoint_every",
+            "flow_steps",
+            "flow_hidden",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -124,7 +171,36 @@ class TrainConfig:
             raise ValueError(
                 f"`lr_schedule` must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}."
             )
-        registry.get_estimator(self.objective, self.estimator).check_num_samples(self.num_samples)
+        if self.posterior not in CONTINUOUS_FAMILIES:
+            raise ValueError(
+                f"`posterior` must be one of {list(CONTINUOUS_FAMILIES)}, got {self.posterior!r}."
+            )
+        spec = registry.get_estimator(self.objective, self.estimator)
+        spec.check_num_samples(self.num_samples)
+        if self.latent_type not in LATENT_TYPES:
+            raise ValueError(
+                f"`latent_type` must be one of {list(LATENT_TYPES)}, got {self.latent_type!r}."
+            )
+        if self.latent_type != "gaussian" and not spec.discrete_ok:
+            ok = [s.key for s in registry.estimators() if s.discrete_ok]
+            raise ValueError(
+                f"`estimator` {spec.key} needs a reparameterised q, but `latent_type` is "
+                f"{self.latent_type!r}; choose one of {ok}."
+            )
+        if self.latent_type == "categorical" and (
+            not isinstance(self.num_classes, int) or self.num_classes < 2
+        ):
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {self.num_classes!r}.")
+        if not (self.temperature > 0 and np.isfinite(self.temperature)):
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
+        if not 0.0 <= self.ciwae_beta <= 1.0:
+            raise ValueError(f"`ciwae_beta` must be in [0, 1], got {self.ciwae_beta}.")
+        if not (self.sleep_weight >= 0 and np.isfinite(self.sleep_weight)):
+            raise ValueError(f"`sleep_weight` must be >= 0, got {self.sleep_weight}.")
+        if self.sleep_weight and self.objective != "rws":
+            raise ValueError(
+                f"`sleep_weight` applies to --objective rws only, got objective {self.objective!r}."
+            )
         return self
 
 
@@ -171,26 +247,54 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
     `num_train` (training examples) is needed by the "burda" schedule, whose stages are
     counted in passes over the data.
     """
-    vae = make_mlp_vae(
-        data_dim=data_dim,
-        latent_dim=config.latent_dim,
-        hidden=tuple(config.hidden),
-        activation=config.activation,
-        prior=config.prior,
-        rngs=config.seed,
-    )
+    if config.latent_type != "gaussian":  # binary / grouped one-hot latents
+        vae = make_binary_vae(
+            data_dim,
+            config.latent_dim,
+            tuple(config.hidden),
+            config.activation,
+            rngs=config.seed,
+            latent_type=config.latent_type,
+            num_classes=config.num_classes,
+        )
+    elif config.model == "two-layer":
+        vae = make_two_layer_vae(
+            data_dim,
+            (2 * config.latent_dim, config.latent_dim),
+            (tuple(config.hidden), tuple(max(1, h // 2) for h in config.hidden)),
+            config.activation,
+            rngs=config.seed,
+        )
+    else:
+        vae = make_mlp_vae(
+            data_dim=data_dim,
+            latent_dim=config.latent_dim,
+            hidden=tuple(config.hidden),
+            activation=config.activation,
+            prior=config.prior,
+            posterior=config.posterior,
+            flow_steps=config.flow_steps,
+            flow_hidden=config.flow_hidden,
+            rngs=config.seed,
+        )
     graphdef, params, rest = split_params(vae)
-    estimator = resolve_estimator(config.objective, config.estimator, config.alpha)
-    loss_fn = make_vae_loss(
-        graphdef,
-        estimator,
-        num_samples=config.num_samples,
-        kl_warmup_steps=config.kl_warmup_steps or None,
-        rest=rest,
-        # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
-        # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
-        monitor=False,
+    estimator = registry.get_estimator(config.objective, config.estimator).bind(
+        **estimator_options(config)
     )
+    if config.estimator == "nvil" and config.latent_type != "gaussian":
+        loss_fn = _nvil_loss(graphdef, rest, estimator, config.num_samples)
+    else:
+        loss_fn = make_vae_loss(
+            graphdef,
+            estimator,
+            num_samples=config.num_samples,
+            kl_warmup_steps=config.kl_warmup_steps or None,
+            rest=rest,
+            sleep_weight=config.sleep_weight,
+            # Per-step kl/recon monitoring measured +45% epoch time on CPU (XLA does not
+            # share the elementwise likelihood work); the test ELBO is tracked per epoch instead.
+            monitor=False,
+        )
     learning_rate: float | optax.Schedule = config.learning_rate
     if config.lr_schedule == "burda":
         if num_train is None:
@@ -199,6 +303,25 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
         learning_rate = burda_schedule(config.learning_rate, steps)
     optimizer = optax.adam(learning_rate, eps=config.adam_eps)
     return graphdef, params, rest, loss_fn, optimizer
+
+
+def _nvil_loss(graphdef: Any, rest: Any, estimator: Estimator, num_samples: int):
+    """NVIL's loss with the model's own input-dependent baseline network C(x).
+
+    The running normalisation state of `vi_jax.estimators.nvil` is not threaded through
+    the trainer (its step carries no estimator state), so the signal is f - C(x), unscaled.
+    """
+
+    def loss_fn(params: Any, batch: Any, key: jax.Array):
+        x = batch_data(batch)
+        vae = merge_params(graphdef, params, rest)
+        value = estimator(
+            key, vae.log_joint_fn(x), vae.posterior(x), num_samples, baseline=vae.baseline(x)
+        )
+        return -jnp.mean(value), {"bound": jnp.mean(jax.lax.stop_gradient(value))}
+
+    loss_fn.takes_step = False
+    return loss_fn
 
 
 def _binarized_test(config: TrainConfig, xte: np.ndarray) -> np.ndarray:
@@ -486,6 +609,9 @@ def evaluate(
     num_examples: int | None = None,
     progress: bool = True,
     devices: int | str | None = 1,
+    method: str = "is",
+    ais_steps: int = 100,
+    ais_chains: int = 16,
 ) -> dict[str, Any]:
     """Re-evaluates the latest checkpoint of a training run.
 
@@ -495,14 +621,36 @@ def evaluate(
       num_examples: test examples (0 = all; default: the run's `eval_examples`).
       progress: show a progress bar.
       devices: devices per process over which the test examples are sharded (an int or
-        "all"); the result equals the one-device one up to float reduction order.
+        "all"); the result equals the one-device one up to float reduction order (for
+        method "is"; AIS and BDMC run on one device).
+      method: "is" (importance sampling with q, K = num_samples), "ais" (annealed
+        importance sampling from q) or "bdmc" (AIS bounds on data simulated from the
+        model: `num_examples` of them, default 100).
+      ais_steps: T for "ais" and "bdmc".
+      ais_chains: C chains per example for "ais" and "bdmc".
 
     Returns:
-      The test summary, also written to `run_dir/evaluation.json` (by process 0).
+      The test summary, also written (by process 0) to `run_dir/evaluation.json` (or
+      `evaluation_ais.json` / `evaluation_bdmc.json`).
     """
     mesh = data_mesh(devices)
     run_dir = Path(run_dir)
     config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
+    if method != "is":
+        return _evaluate_ais(
+            run_dir,
+            config,
+            x_test,
+            graphdef,
+            params,
+            rest,
+            epoch,
+            method,
+            num_examples,
+            ais_steps,
+            ais_chains,
+            progress,
+        )
     evaluation = evaluate_params(
         jax.random.key(config.seed + 1),
         config,
@@ -526,4 +674,66 @@ def evaluate(
     if is_main_process():
         np.save(run_dir / "evaluation_log_likelihood.npy", evaluation.log_likelihood)
         (run_dir / "evaluation.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def _evaluate_ais(
+    run_dir,
+    config,
+    x_test,
+    graphdef,
+    params,
+    rest,
+    epoch,
+    method,
+    num_examples,
+    steps,
+    chains,
+    progress,
+) -> dict[str, Any]:
+    """`evaluate` for method "ais" or "bdmc"."""
+    from vi_jax.inference import ais as ais_lib
+
+    if method not in ("ais", "bdmc"):
+        raise ValueError(f"`method` must be 'is', 'ais' or 'bdmc', got {method!r}.")
+    view = vae_view(graphdef, rest)
+    key = jax.random.key(config.seed + 5)
+    n = num_examples if num_examples is not None else config.eval_examples
+    opts = dict(num_steps=steps, num_chains=chains, progress=progress)
+    if method == "ais":
+        x = jnp.asarray(x_test[:n] if n else x_test)
+        r = ais_lib.evaluate_ais(key, params, view, x, **opts)
+        ll = np.asarray(r.log_marginal, np.float64)
+        test = {
+            "log_likelihood": float(ll.mean()),
+            "log_likelihood_stderr": float(ll.std(ddof=1) / np.sqrt(len(ll)))
+            if len(ll) > 1
+            else 0.0,
+            "log_likelihood_mc_stderr": float(np.sqrt(np.sum(np.square(r.stderr))) / len(ll)),
+            "acceptance_rate": float(np.mean(r.acceptance_rate)),
+            "num_examples": len(ll),
+        }
+    else:
+        vae = merge_params(graphdef, params, rest)
+        simulate = ais_lib.require_simulate(vae)
+        z, x = simulate(jax.random.fold_in(key, 1), n or 100)
+        x = jnp.asarray(x, z.dtype)
+        r = ais_lib.evaluate_bdmc(key, params, view, x, z, **opts)
+        test = {
+            "lower": float(np.mean(r.lower.log_marginal)),
+            "upper": float(np.mean(r.upper.log_marginal)),
+            "gap": float(np.mean(r.gap)),
+            "gap_stderr": float(np.std(r.gap, ddof=1) / np.sqrt(len(r.gap)))
+            if len(r.gap) > 1
+            else 0.0,
+            "num_examples": int(len(r.gap)),
+        }
+    summary = {
+        "epoch": epoch,
+        "method": method,
+        "ais_steps": steps,
+        "ais_chains": chains,
+        "test": test,
+    }
+    (Path(run_dir) / f"evaluation_{method}.json").write_text(json.dumps(summary, indent=2))
     return summary

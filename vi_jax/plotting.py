@@ -1,7 +1,9 @@
 """Pictures of a trained model: image grids, reconstructions, interpolations, curves.
 
-Pure host-side helpers over NumPy arrays; they use matplotlib's non-interactive Agg
-backend, so they work on machines without a display.
+Pure host-side helpers over NumPy arrays. They draw on `matplotlib.figure.Figure`
+objects, which render to a file without any pyplot backend: importing this module sets
+no global backend (a notebook's inline figures keep working) and saving works on machines
+without a display.
 """
 
 from __future__ import annotations
@@ -10,11 +12,8 @@ import os
 import textwrap
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def _as_images(images: np.ndarray, image_shape: tuple[int, int] | None) -> np.ndarray:
@@ -65,9 +64,8 @@ def save_image_grid(
     """Saves images `[N, H*W]` in [0, 1] as one PNG grid."""
     canvas = tile_images(images, num_cols, image_shape)
     scale = 0.5 if canvas.shape[1] > 200 else 1.0
-    fig, ax = plt.subplots(
-        figsize=(canvas.shape[1] / 40 * scale + 0.5, canvas.shape[0] / 40 * scale + 0.8)
-    )
+    fig = Figure(figsize=(canvas.shape[1] / 40 * scale + 0.5, canvas.shape[0] / 40 * scale + 0.8))
+    ax = fig.subplots()
     ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -76,7 +74,6 @@ def save_image_grid(
         ax.set_title(textwrap.fill(title, width_chars), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def save_reconstructions(
@@ -107,7 +104,8 @@ def save_curves(
     x: Sequence[float] | None = None,
 ) -> None:
     """Saves line plots of named curves (e.g. train bound, test bound) against epochs."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for name, ys in curves.items():
         xs = x if x is not None else np.arange(1, len(ys) + 1)
         ax.plot(xs, ys, marker="o" if len(ys) < 30 else None, label=name)
@@ -119,4 +117,3 @@ def save_curves(
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import chex
 import distrax
 
-Array = chex.Array
+Array: TypeAlias = chex.Array
 """A JAX (or NumPy) array; `jax.Array` inside compiled code."""
 
-PRNGKey = chex.PRNGKey
+PRNGKey: TypeAlias = chex.PRNGKey
 """A random key: `jax.random.key(seed)` or a legacy `jax.random.PRNGKey(seed)`."""
 
 PyTree = Any
@@ -72,12 +72,16 @@ class ModelView(NamedTuple):
       posterior: q(z | x), batch `[B]`, event `[latent]` (the encoder's, if amortised).
       log_likelihood: `z [K, B, latent] -> log p(x | z) [K, B]`.
       prior: p(z), event `[latent]`.
+      simulate: optional `simulate(key, num) -> (z [num, latent], x [num, data])`, draws
+        from the model's joint p(z) p(x | z) (for sleep-phi updates and BDMC); None when
+        the model cannot simulate.
     """
 
     log_joint: LogJoint
     posterior: distrax.Distribution
     log_likelihood: LogJoint
     prior: distrax.Distribution
+    simulate: Callable[[PRNGKey, int], tuple[Array, Array]] | None = None
 
 
 ModelFn = Callable[[PyTree, Array], ModelView]

@@ -137,6 +137,16 @@ def test_iwae_table_refusals(tmp_path):
         iwae_table.main(["--quick", "--cell", "vae-k1", "--out", str(tmp_path)])
 
 
+def test_families_sane(quick_runs):
+    res = json.loads((quick_runs / "families" / "families.json").read_text())["results"]
+    banana = res["banana"]
+    # quadrature against the closed form log Z = 2
+    assert abs(banana["log_z_quadrature"] - banana["log_z_exact"]) < 1e-3
+    for stats in banana["families"].values():
+        # KL(q || p) >= 0 up to 4 Monte Carlo standard errors
+        assert stats["kl"] > -4 * stats["elbo_stderr"]
+
+
 def test_training_speed_roofline_and_iwae_model(quick_runs):
     res = json.loads((quick_runs / "training_speed" / "training_speed.json").read_text())["results"]
     assert res["peak_matmul"]["flops_per_s"] > 0

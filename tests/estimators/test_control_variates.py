@@ -73,3 +73,51 @@ def test_refusals():
         cv.moving_average_baseline(cv.moving_average_init(), 1.0, decay=1.0)
     with pytest.raises(TypeError, match="`function`"):
         cv.control_delta(None, q)
+
+
+# ------------------------------------------- per-sample Jacobians with control variates
+
+PARAMS = (LOC, jnp.log(SCALE))
+
+
+def test_control_delta_is_reexpanded_or_refuses_a_stale_q():
+    q, other = (
+        distrax.MultivariateNormalDiag(LOC, SCALE),
+        distrax.MultivariateNormalDiag(LOC + 1.0, SCALE),
+    )
+    fixed = cv.control_delta(_sin, q)
+    with pytest.raises(ValueError, match="`control_variate`"):
+        cv.with_control_variate(jax.random.PRNGKey(0), _sin, other, 4, control_variate=fixed)
+    # the factory expands at the q it is given: h(mean) = f(mean)
+    h = cv.control_delta(_sin)(other)
+    assert jnp.allclose(h.function(other.mean()), _sin(other.mean()))
+    with pytest.raises(TypeError, match="`control_variate`"):
+        cv.with_control_variate(jax.random.PRNGKey(0), _sin, q, 4, control_variate=3.0)
+
+
+def test_control_variates_jacobians_jit_vmap_grad_and_estimate_identity():
+    from vi_jax.estimators import jacobians as jac
+
+    def run(key, params, coefficients):
+        return cv.control_variates_jacobians(
+            key, _sin, cv.control_delta(_sin), jac.score_function_jacobians, params,
+            jac.diag_normal_log_scale, 8, coefficients=coefficients,
+        )  # fmt: skip
+
+    key = jax.random.PRNGKey(3)
+    estimated = jax.jit(lambda k, p: run(k, p, "estimate"))(key, PARAMS)
+    k_main, k_coef = jax.random.split(key)
+    coeffs = cv.estimate_control_variate_coefficients(
+        k_coef, _sin, cv.control_delta(_sin), jac.score_function_jacobians, PARAMS,
+        jac.diag_normal_log_scale, 20,
+    )  # fmt: skip
+    by_hand = run(k_main, PARAMS, coeffs)
+    for a, b in zip(estimated, by_hand, strict=True):
+        assert a.shape == (8, 2)
+        assert jnp.allclose(a, b, rtol=1e-5, atol=1e-6)
+    per_key = jax.vmap(lambda k: run(k, PARAMS, 0.5))(jax.random.split(key, 3))
+    assert per_key[0].shape == (3, 8, 2)
+    g = jax.grad(lambda loc: jnp.sum(run(key, (loc, PARAMS[1]), 1.0)[0]))(LOC)
+    assert g.shape == (2,) and bool(jnp.all(jnp.isfinite(g)))
+    with pytest.raises(ValueError, match="`coefficients`"):
+        run(key, PARAMS, "optimal")

@@ -53,8 +53,21 @@ class Factorised:
 # --------------------------------------------------------------------- table
 def test_eye_colour_table_reproduces_the_lecture_sums():
     t = en.EYE_COLOUR_NATIONALITY_TABLE
-    assert t.shape == (3, 3) and en.EYE_COLOURS == ("brown", "blue", "green")
-    assert len(en.NATIONALITIES) == 3
+    assert t.shape == (3, 8) and en.EYE_COLOURS == ("brown", "blue", "green")
+    assert en.NATIONALITIES == (
+        "Dutch",
+        "Greek",
+        "Chinese",
+        "Indian",
+        "Italian",
+        "German",
+        "US",
+        "Spanish",
+    )
+    # the slide's printed entries, row by row
+    np.testing.assert_array_equal(t[0], [0.02, 0.03, 0.02, 0.01, 0.07, 0.03, 0.01, 0.00])
+    np.testing.assert_array_equal(t[1], [0.09, 0.01, 0.03, 0.03, 0.08, 0.04, 0.03, 0.06])
+    np.testing.assert_array_equal(t[2], [0.01, 0.01, 0.08, 0.06, 0.07, 0.08, 0.06, 0.06])
     assert np.all(np.abs(t * 100 - np.round(t * 100)) < 1e-9)  # two-decimal entries
     np.testing.assert_allclose(t.sum(axis=1), [0.19, 0.37, 0.43], atol=1e-12)
     np.testing.assert_allclose(t.sum(), 0.99, atol=1e-12)
@@ -73,6 +86,12 @@ def test_eye_colour_table_reproduces_the_lecture_sums():
     # p(nationality | eye colour = blue) = p(blue, .) / p(blue)
     cond = log_t[1] - en.log_marginal_table(log_t, axis=1)[1]
     np.testing.assert_allclose(jnp.exp(cond).sum(), 1.0, rtol=1e-6)
+    # the zero cell (brown, Spanish) is zero mass, not NaN, in log space
+    assert en.NATIONALITIES[7] == "Spanish" and t[0, 7] == 0.0
+    assert np.isfinite(en.log_marginal_table(log_t, axis=1)).all()
+    np.testing.assert_allclose(
+        jnp.exp(en.log_marginal_table(log_t, axis=0)), t.sum(axis=0), rtol=1e-6
+    )
 
 
 def test_log_marginal_table_zero_cells_jit_vmap_grad():

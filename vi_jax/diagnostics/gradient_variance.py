@@ -29,7 +29,7 @@ def gradient_statistics(
 
     Returns:
       Dict with "mean" and "variance" (pytrees like `params`, per component, ddof=1),
-      "snr" (pytree, |E g| / std g per component, Rainforth et al. 2018),
+      "snr" (pytree, `|E g| / std g` per component, Rainforth et al. 2018),
       "trace_variance" (scalar, sum of per-component variances), "mean_norm" (scalar,
       ||E g||) and "mean_stderr" (pytree, std g / sqrt(num_keys)).
     """

@@ -4,6 +4,7 @@ Imports only jax, distrax, chex and numpy. Conventions: docs/CONVENTIONS.md.
 """
 
 from vi_jax.estimators._common import is_reparameterized
+from vi_jax.estimators.baselines import MovingAverage
 from vi_jax.estimators.bounds import (
     cubo,
     elbo,
@@ -16,12 +17,24 @@ from vi_jax.estimators.bounds import (
 )
 from vi_jax.estimators.control_variates import (
     ControlVariate,
-    MovingAverage,
     control_delta,
+    control_variates_jacobians,
+    estimate_control_variate_coefficients,
     moving_average_baseline,
     moving_average_init,
     score_function_control_delta,
     with_control_variate,
+)
+from vi_jax.estimators.discrete import (
+    NVILState,
+    arm,
+    disarm,
+    exact_elbo,
+    gumbel_softmax,
+    nvil,
+    nvil_init,
+    nvil_update,
+    straight_through,
 )
 from vi_jax.estimators.enumeration import (
     EYE_COLOUR_NATIONALITY_TABLE,
@@ -55,14 +68,31 @@ from vi_jax.estimators.importance import (
     snis_expectation,
     uniform_log_marginal,
 )
+from vi_jax.estimators.jacobians import (
+    diag_normal_log_scale,
+    measure_valued_param_jacobians,
+    pathwise_jacobians,
+    score_function_jacobians,
+)
 from vi_jax.estimators.measure_valued import measure_valued_jacobians
 from vi_jax.estimators.monte_carlo import MCEstimate, mc_expectation, mc_mean_and_stderr
+from vi_jax.estimators.multisample import (
+    ciwae_bound,
+    ciwae_pathwise,
+    miwae_bound,
+    miwae_dreg,
+    miwae_pathwise,
+    piwae_dreg,
+    piwae_pathwise,
+)
 from vi_jax.estimators.problems import (
     BinaryLatentGaussian,
     LinearGaussian,
     make_binary_latent_gaussian,
     make_linear_gaussian,
 )
+from vi_jax.estimators.thermodynamic import tvo, tvo_bound, tvo_schedule
+from vi_jax.estimators.wake_sleep import rws_wake, rws_wake_phi, rws_wake_theta, sleep_phi
 from vi_jax.estimators.weights import (
     PARETO_K_THRESHOLD,
     effective_sample_size,
@@ -75,6 +105,15 @@ from vi_jax.estimators.weights import (
 )
 
 __all__ = [
+    "NVILState",
+    "arm",
+    "disarm",
+    "exact_elbo",
+    "gumbel_softmax",
+    "nvil",
+    "nvil_init",
+    "nvil_update",
+    "straight_through",
     "measure_valued_jacobians",
     "with_control_variate",
     "score_function_control_delta",
@@ -83,6 +122,12 @@ __all__ = [
     "control_delta",
     "MovingAverage",
     "ControlVariate",
+    "control_variates_jacobians",
+    "estimate_control_variate_coefficients",
+    "score_function_jacobians",
+    "pathwise_jacobians",
+    "measure_valued_param_jacobians",
+    "diag_normal_log_scale",
     "ESTIMATORS",
     "EYE_COLOURS",
     "EYE_COLOUR_NATIONALITY_TABLE",
@@ -133,4 +178,18 @@ __all__ = [
     "uniform_log_marginal",
     "update_moving_average",
     "vimco",
+    "ciwae_bound",
+    "ciwae_pathwise",
+    "miwae_bound",
+    "miwae_dreg",
+    "miwae_pathwise",
+    "piwae_dreg",
+    "piwae_pathwise",
+    "rws_wake",
+    "rws_wake_phi",
+    "rws_wake_theta",
+    "sleep_phi",
+    "tvo",
+    "tvo_bound",
+    "tvo_schedule",
 ]

@@ -44,8 +44,8 @@ _MAX_BINARY_SUPPORT = 20
 EYE_COLOURS = ("brown", "blue", "green")
 """Row labels of `EYE_COLOUR_NATIONALITY_TABLE`."""
 
-NATIONALITIES = ("German", "Swedish", "Italian")
-"""Column labels of `EYE_COLOUR_NATIONALITY_TABLE`."""
+NATIONALITIES = ("Dutch", "Greek", "Chinese", "Indian", "Italian", "German", "US", "Spanish")
+"""Column labels of `EYE_COLOUR_NATIONALITY_TABLE`, in the lecture's order."""
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -56,21 +56,22 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 EYE_COLOUR_NATIONALITY_TABLE = _read_only(
     np.array(
         [
-            [0.05, 0.02, 0.12],  # brown: 0.19
-            [0.10, 0.20, 0.07],  # blue:  0.37
-            [0.14, 0.11, 0.18],  # green: 0.43
+            # Dutch Greek Chinese Indian Italian German  US  Spanish
+            [0.02, 0.03, 0.02, 0.01, 0.07, 0.03, 0.01, 0.00],  # brown: 0.19
+            [0.09, 0.01, 0.03, 0.03, 0.08, 0.04, 0.03, 0.06],  # blue:  0.37
+            [0.01, 0.01, 0.08, 0.06, 0.07, 0.08, 0.06, 0.06],  # green: 0.43
         ]
     )
 )
 """Joint table p(eye colour, nationality), rows `EYE_COLOURS`, columns `NATIONALITIES`.
 
-A reconstruction: the original slide is not available, so the individual entries (and
-the nationality labels) are ours. They are two-decimal numbers chosen to reproduce the
-row sums of the lecture's printed entries, p(brown) = 0.19, p(blue) = 0.37 and
-p(green) = 0.43, so the table sums to 0.99. The slide itself claims 0.44 and a total of
-1.00, which its printed entries do not give; we keep 0.19 / 0.37 / 0.43 = 0.99. Use
+The lecture's table as printed on its slide (rows brown, blue, green; columns Dutch,
+Greek, Chinese, Indian, Italian, German, US, Spanish). Its rows sum to p(brown) = 0.19,
+p(blue) = 0.37 and p(green) = 0.43, a total of 0.99, while the slide itself prints
+p(green) = 0.44 and a total of 1.00, which its entries do not give; we keep the entries
+as printed. One cell (brown, Spanish) is 0.00, so its log is −inf (zero mass). Use
 `normalise_table` to make it a distribution, and `log_marginal_table` (on its log) to
-marginalise in log space. Numpy float64 array `[3, 3]`, read-only.
+marginalise in log space. Numpy float64 array `[3, 8]`, read-only.
 """
 
 

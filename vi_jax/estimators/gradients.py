@@ -27,6 +27,7 @@ sum_k w~_k grad log p(x, z_k) (L_K).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import distrax
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 
 from vi_jax._validation import check_finite
 from vi_jax.estimators import _common, registry
+from vi_jax.estimators.baselines import MovingAverage
 from vi_jax.estimators.bounds import _check_alpha, renyi_from_log_weights
 from vi_jax.estimators.registry import EstimatorSpec
 from vi_jax.types import Array, LogJoint
@@ -45,12 +47,16 @@ sg = jax.lax.stop_gradient
 def _reparam_log_weights(
     key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int, name: str
 ) -> tuple[Array, Array, Array]:
-    """Reparameterised z and the two halves of log w, with the full gradient path."""
+    """Reparameterised z, log p(x, z) and log q(z), with the full gradient path.
+
+    log q comes from the sampling pass (`q.sample_and_log_prob`): for a flow that is one
+    forward pass, where `q.log_prob(z)` would invert the flow (sequential for IAF).
+    """
     num_samples = _common.check_args(log_joint, q, num_samples)
     _common.require_reparameterized(q, name)
-    z = _common.draw(key, q, num_samples)
+    z, log_q = _common.draw_and_log_prob(key, q, num_samples)
     log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
-    return z, log_p, num_samples
+    return z, log_p, log_q
 
 
 def _safe_softmax(log_w: Array) -> Array:
@@ -94,8 +100,8 @@ def elbo_pathwise(
     Returns:
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = pathwise gradient.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_pathwise")
-    return jnp.mean(log_p - q.log_prob(z), axis=0)
+    _, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_pathwise")
+    return jnp.mean(log_p - log_q, axis=0)
 
 
 def elbo_stl(
@@ -116,8 +122,8 @@ def elbo_stl(
     Returns:
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = STL gradient.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_stl")
-    return jnp.mean(log_p - _common.log_prob_path_only(q, z), axis=0)
+    z, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "elbo_stl")
+    return jnp.mean(log_p - _common.log_prob_path_only(q, z, log_q), axis=0)
 
 
 def iwae_pathwise(
@@ -134,8 +140,8 @@ def iwae_pathwise(
     Returns:
       Surrogate `[*batch]`: value = one draw of L_K, gradient = its pathwise gradient.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_pathwise")
-    return _common.log_mean_exp(log_p - q.log_prob(z))
+    _, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_pathwise")
+    return _common.log_mean_exp(log_p - log_q)
 
 
 def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -154,8 +160,8 @@ def iwae_stl(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_sampl
     Returns:
       Surrogate `[*batch]`: value = one draw of L_K.
     """
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_stl")
-    return _common.log_mean_exp(log_p - _common.log_prob_path_only(q, z))
+    z, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_stl")
+    return _common.log_mean_exp(log_p - _common.log_prob_path_only(q, z, log_q))
 
 
 def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
@@ -178,8 +184,8 @@ def iwae_dreg(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samp
     Returns:
       Surrogate `[*batch]`: value = one draw of L_K, gradient = the DReG gradient.
     """
-    z, log_p, num_samples = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_dreg")
-    log_w = log_p - _common.log_prob_path_only(q, z)
+    z, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "iwae_dreg")
+    log_w = log_p - _common.log_prob_path_only(q, z, log_q)
     w_tilde = sg(_safe_softmax(log_w))
     # theta-only copy of log p: same value, no path to phi.
     log_p_theta = log_joint(sg(z))
@@ -211,8 +217,8 @@ def renyi_pathwise(
       Surrogate `[*batch]`: value and gradient of the K-sample Renyi bound estimate.
     """
     alpha = _check_alpha(alpha)
-    z, log_p, _ = _reparam_log_weights(key, log_joint, q, num_samples, "renyi_pathwise")
-    return renyi_from_log_weights(log_p - q.log_prob(z), alpha)
+    _, log_p, log_q = _reparam_log_weights(key, log_joint, q, num_samples, "renyi_pathwise")
+    return renyi_from_log_weights(log_p - log_q, alpha)
 
 
 # --------------------------------------------------------------------- score function
@@ -236,27 +242,30 @@ def elbo_score_function(
     q: distrax.Distribution,
     num_samples: int = 1,
     *,
-    baseline: Array | float | None = None,
+    baseline: MovingAverage | Array | float | None = None,
 ) -> Array:
     """Score-function (REINFORCE, likelihood-ratio) estimator of the ELBO gradient.
 
     phi gradient: mean_k (f_k - b) grad_phi log q(z_k), f_k = log p(x, z_k) - log q(z_k).
     Needs only log q differentiable in phi (discrete q is fine); unbiased for any b that
-    does not depend on z_1..K, e.g. a moving average of past ELBO values carried by the
-    caller (update it with the returned value, held by stop_gradient).
+    does not depend on z_1..K, e.g. a `MovingAverage` of past ELBO values carried by the
+    caller (`avg = avg.update(surrogate)` after the step).
 
     Args:
       key: PRNG key.
       log_joint: `z [K, *batch, *event] -> log p(x, z) [K, *batch]`.
       q: variational distribution (any), batch `[*batch]`.
       num_samples: K >= 1 (static).
-      baseline: None (b = 0), a scalar or an array broadcastable to `[*batch]`.
+      baseline: None (b = 0), a scalar, an array broadcastable to `[*batch]`, or a
+        `MovingAverage` of such a shape (its `value()`).
 
     Returns:
       Surrogate `[*batch]`: value = K-sample ELBO estimate, gradient = score-function
       gradient (theta gradient: mean_k grad_theta log p(x, z_k)).
     """
     f, log_q, _ = _score_function_parts(key, log_joint, q, num_samples)
+    if isinstance(baseline, MovingAverage):
+        baseline = baseline.value()
     if baseline is None:
         baseline = 0.0
     else:
@@ -332,7 +341,10 @@ def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples:
 
 
 def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> Array:
-    """Exponential moving average for a score-function baseline: d * avg + (1 - d) * value.
+    """One raw (not debiased) moving-average step, d * avg + (1 - d) * value.
+
+    Kept for older code; `MovingAverage` (init / value / update, zero-debiased) is the
+    library's moving average and what `baseline=` accepts.
 
     Args:
       average: current baseline, scalar or `[*batch]`.
@@ -342,9 +354,9 @@ def update_moving_average(average: Array, value: Array, decay: float = 0.9) -> A
     Returns:
       The updated baseline, same shape as `average`.
     """
-    if not 0.0 <= decay < 1.0:
-        raise ValueError(f"`decay` must be in [0, 1), got {decay}.")
-    return decay * average + (1.0 - decay) * sg(value)
+    average = jnp.asarray(average, jnp.result_type(average, float))
+    state = MovingAverage.init(jnp.shape(average), decay=decay, zero_debias=False)
+    return dataclasses.replace(state, average=average).update(value).average
 
 
 _SPECS = (

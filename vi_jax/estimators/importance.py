@@ -241,11 +241,11 @@ def uniform_log_marginal(
     *,
     batch_shape: Sequence[int] = (),
 ) -> LogMarginalEstimate:
-    """Naive Monte Carlo estimate of log p(x) = log (|Z| * E_{z ~ U(Z)}[p(x, z)]).
+    """Naive Monte Carlo estimate of log p(x) = `log (|Z| * E_{z ~ U(Z)}[p(x, z)])`.
 
     z_k is uniform on Z, which is either a finite support (drawn with replacement) or a
-    box; |Z| is the number of support points or the box's volume. This is importance
-    sampling with the uniform proposal q = 1/|Z|: unbiased for p(x) in linear space,
+    box; `|Z|` is the number of support points or the box's volume. This is importance
+    sampling with the uniform proposal `q = 1/|Z|`: unbiased for p(x) in linear space,
     but with a variance that explodes when the posterior occupies a small part of Z.
 
     Args:

@@ -23,16 +23,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vi_jax._validation import check_callable, check_positive_int
+from vi_jax._validation import check_callable, check_positive_int, is_concrete
 from vi_jax.types import Array
-
-
-def _sample_ds_maxwell(key: Array, shape: tuple[int, ...], dtype) -> Array:
-    """Double-sided Maxwell(0, 1): sign * norm of a 3-d standard normal."""
-    k1, k2 = jax.random.split(key)
-    radius = jnp.linalg.norm(jax.random.normal(k1, shape + (3,), dtype), axis=-1)
-    return jnp.where(jax.random.bernoulli(k2, 0.5, shape), radius, -radius)
 
 
 def measure_valued_jacobians(
@@ -53,13 +47,19 @@ def measure_valued_jacobians(
       key: PRNG key.
       function: `f: z [D] -> scalar`.
       loc: mean `[D]`.
-      scale: standard deviations `[D]`, > 0.
+      scale: standard deviations `[D]`, > 0 (not log-scales: optax's version took
+        log-scales and returned log-scale gradients, which are `scale * grad_scale`;
+        `measure_valued_param_jacobians` does that chain rule for any parameterisation).
       num_samples: K >= 1 (static).
       coupling: share randomness between the positive and negative parts.
 
     Returns:
       `(grad_loc, grad_scale)`, each `[K, D]`: the mean over axis 0 is an unbiased
-      estimate of the gradient; the spread gives its variance.
+      estimate of the gradient; the spread gives its variance. Under jit a
+      non-positive scale gives NaN.
+
+    Raises:
+      ValueError: for a concrete non-positive `scale`.
     """
     check_callable(function, "function")
     num_samples = check_positive_int(num_samples, "num_samples")
@@ -68,22 +68,31 @@ def measure_valued_jacobians(
         raise ValueError(
             f"`loc` and `scale` must both have shape [D], got {loc.shape} and {scale.shape}."
         )
+    if is_concrete(scale) and np.any(np.asarray(scale) <= 0):
+        raise ValueError(
+            f"`scale` must be > 0, got {np.asarray(scale)} (a standard deviation, not a "
+            "log-scale: pass jnp.exp(log_scale))."
+        )
+    # Traced scales cannot be checked: a non-positive one poisons the result with NaN.
+    scale = jnp.where(scale > 0, scale, jnp.nan)
     d, dtype = loc.shape[0], loc.dtype
-    k_base, k_w, k_w2, k_m, k_u, k_base2 = jax.random.split(key, 6)
     shape = (num_samples, d)
-    base = loc + scale * jax.random.normal(k_base, shape, dtype)  # other dims ~ q
-    base2 = loc + scale * jax.random.normal(k_base2, shape, dtype) if not coupling else base
+    # All draws from two calls (each random op is costly to compile): normals for the
+    # base samples, the double-sided Maxwell (a 3-d norm and a sign) and, uncoupled, the
+    # negative scale part; uniforms for the Rayleigh variables and the coupling.
+    k_normal, k_uniform = jax.random.split(key)
+    normal = jax.random.normal(k_normal, (5 if coupling else 7,) + shape, dtype)
+    uniform = jax.random.uniform(k_uniform, (2,) + shape, dtype)
+    base = loc + scale * normal[0]  # the other dimensions ~ q
+    base2 = base if coupling else loc + scale * normal[5]
     # Weibull(sqrt 2, 2) = Rayleigh(1): sqrt(-2 log U).
-    w_pos = jnp.sqrt(-2.0 * jnp.log1p(-jax.random.uniform(k_w, shape, dtype)))
-    w_neg = (
-        w_pos if coupling else jnp.sqrt(-2.0 * jnp.log1p(-jax.random.uniform(k_w2, shape, dtype)))
-    )
-    m = _sample_ds_maxwell(k_m, shape, dtype)
-    gauss = (
-        m * jax.random.uniform(k_u, shape, dtype)
-        if coupling
-        else jax.random.normal(k_u, shape, dtype)
-    )
+    w_pos = jnp.sqrt(-2.0 * jnp.log1p(-uniform[0]))
+    w_neg = w_pos if coupling else jnp.sqrt(-2.0 * jnp.log1p(-uniform[1]))
+    # Double-sided Maxwell(0, 1): a random sign times the norm of a 3-d standard normal.
+    radius = jnp.sqrt(jnp.sum(normal[1:4] ** 2, axis=0))
+    m = jnp.where(normal[4] > 0, radius, -radius)
+    # Coupled: m * U is exactly N(0, 1) when m is double-sided Maxwell.
+    gauss = m * uniform[1] if coupling else normal[6]
 
     def replace(zs: Array, values: Array) -> Array:
         # For each sample k and dimension j: zs[k] with coordinate j set to values[k, j].

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import distrax
 import jax
@@ -31,7 +31,7 @@ from vi_jax._validation import (
 )
 from vi_jax.types import Array
 
-Sampler = distrax.Distribution | Callable[[Array, int], Array]
+Sampler: TypeAlias = distrax.Distribution | Callable[[Array, int], Array]
 
 _DISTRIBUTION_TYPES = typing.get_args(distrax.DistributionLike)
 

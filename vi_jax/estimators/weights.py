@@ -312,6 +312,7 @@ def _pareto_smooth(log_w: Array) -> tuple[Array, Array]:
     k, batch = log_w.shape[0], log_w.shape[1:]
     rows = jnp.moveaxis(log_w, 0, -1).reshape(-1, k)
     khat, smoothed = jax.vmap(lambda row: _psis_1d(row, smooth=True))(rows)
+    assert smoothed is not None  # smooth=True always returns the smoothed weights
     return jnp.moveaxis(smoothed.reshape(*batch, k), -1, 0), khat.reshape(batch)
 
 

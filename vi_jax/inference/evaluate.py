@@ -169,7 +169,7 @@ def evaluate_model(
     run = _chunk_fn(model_fn, num_samples, min(sample_chunk, num_samples), elbo_samples, mesh)
     starts = range(0, n, data_chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from vi_jax._progress import tqdm
 
         starts = tqdm(starts, desc=f"evaluate (K={num_samples})", unit="chunk", leave=False)
     outs: dict[str, list[np.ndarray]] = {}

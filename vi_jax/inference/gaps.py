@@ -6,7 +6,10 @@ For each data point x,
                              approximation gap      amortisation gap
 
 with q_enc the encoder's q(z | x) and q* the best Gaussian of the chosen family for
-that x alone, found by per-datapoint SVI (`fit_local`) started from q_enc. log p(x) is
+that x alone, found by per-datapoint SVI (`fit_local`) started from q_enc. With a
+`vi_jax.families.Family` as `family` (e.g. the encoder's own flow family), q* is a
+per-datapoint member of that family (a flow gets its own weights per data point),
+warm-started from q_enc's params and weights: the approximation gap of that family. log p(x) is
 an importance-sampling estimate with q* as proposal and many samples (chunked).
 """
 
@@ -21,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vi_jax._validation import check_callable, check_choice, check_finite, check_positive_int
+from vi_jax._validation import check_callable, check_finite, check_positive_int
 from vi_jax.estimators import bounds
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.estimators.importance import importance_log_marginal
+from vi_jax.families import Family
 from vi_jax.inference import svi
 from vi_jax.types import Array, ModelView
 
@@ -37,7 +41,7 @@ def inference_gaps(
     *,
     num_is_samples: int = 5000,
     svi_steps: int = 500,
-    family: str = "meanfield",
+    family: str | Family = "meanfield",
     learning_rate: float = 1e-2,
     svi_num_samples: int = 1,
     estimator: Callable[..., Array] = elbo_pathwise,
@@ -56,8 +60,9 @@ def inference_gaps(
       data: `[N, *data_shape]`.
       num_is_samples: K for the importance-sampled log p(x) (static, >= 1).
       svi_steps: Adam steps of per-datapoint SVI for q* (>= 1).
-      family: "meanfield" (q* in the encoder's family: the Cremer et al. split) or
-        "fullrank".
+      family: "meanfield" (q* in the encoder's family: the Cremer et al. split),
+        "fullrank", or a `vi_jax.families.Family` (for a flow or other family encoder,
+        pass the encoder's family, e.g. `vae.encoder.family`: q* then lives in it).
       learning_rate: Adam step size for SVI.
       svi_num_samples: K per SVI step.
       estimator: surrogate estimator for SVI.
@@ -83,7 +88,7 @@ def inference_gaps(
         ("data_chunk", data_chunk),
     ):
         check_positive_int(value, name)
-    check_choice(family, svi.FAMILIES, "family")
+    svi.check_family(family)
     data = jnp.asarray(data)
     if data.ndim < 2:
         raise ValueError(f"`data` must have shape [N, *data_shape], got {data.shape}.")
@@ -95,13 +100,17 @@ def inference_gaps(
     def run(p: Any, k: Array, x: Array) -> dict[str, Array]:
         view = model_fn(p, x)
         q_enc = view.posterior
-        loc = jax.lax.stop_gradient(q_enc.loc)
-        scale = jax.lax.stop_gradient(jnp.broadcast_to(q_enc.scale_diag, loc.shape))
+        if isinstance(family, Family):
+            init = svi.init_from_q(q_enc, family)
+        else:
+            loc = jax.lax.stop_gradient(q_enc.loc)
+            scale = jax.lax.stop_gradient(jnp.broadcast_to(q_enc.scale_diag, loc.shape))
+            init = svi.init_params(loc, family, scale)
         k_fit, k_enc, k_opt, k_is = jax.random.split(k, 4)
         _, q_opt, _ = svi.fit_local(
             k_fit,
             view.log_joint,
-            svi.init_params(loc, family, scale),
+            init,
             family=family,
             optimizer=optax.adam(learning_rate),
             estimator=estimator,

@@ -17,6 +17,7 @@ import optax
 
 from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.gradients import elbo_pathwise
+from vi_jax.families import Family
 from vi_jax.inference import svi
 from vi_jax.types import Array, ModelView
 
@@ -42,7 +43,8 @@ def refine(
     num_samples: int = 1,
     optimizer: str = "adam",
     learning_rate: float = 1e-2,
-) -> tuple[distrax.MultivariateNormalDiag, Array]:
+    family: Family | None = None,
+) -> tuple[distrax.Distribution, Array]:
     """Refines an amortised diagonal-Gaussian q by `num_steps` per-datapoint steps.
 
     Args:
@@ -54,6 +56,9 @@ def refine(
       num_samples: K >= 1 per step (static).
       optimizer: "sgd" or "adam".
       learning_rate: step size > 0.
+      family: None (q is a `MultivariateNormalDiag`, refined as one) or the
+        `vi_jax.families.Family` that made q (e.g. `vae.encoder.family`): q's params and,
+        for a flow, its weights are then refined per data point.
 
     Returns:
       `(q_refined, trace)`: the refined `MultivariateNormalDiag` (batch `[B]`) with its
@@ -66,14 +71,22 @@ def refine(
     learning_rate = check_positive_float(learning_rate, "learning_rate")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"`optimizer` must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
-    loc, scale = _diag_params(q)
-    init = svi.init_params(jax.lax.stop_gradient(loc), "meanfield", jax.lax.stop_gradient(scale))
+    if family is None:
+        loc, scale = _diag_params(q)
+        init = svi.init_params(
+            jax.lax.stop_gradient(loc), "meanfield", jax.lax.stop_gradient(scale)
+        )
+        fam: str | Family = "meanfield"
+    elif isinstance(family, Family):
+        init, fam = svi.init_from_q(q, family), family
+    else:
+        raise TypeError(f"`family` must be None or a vi_jax.families.Family, got {family!r}.")
     k_fit, k_last = jax.random.split(key)
     params, q_new, trace = svi.fit_local(
         k_fit,
         log_joint,
         init,
-        family="meanfield",
+        family=fam,
         optimizer=OPTIMIZERS[optimizer](learning_rate),
         estimator=estimator,
         num_samples=num_samples,
@@ -92,6 +105,7 @@ def refine_view(
     num_samples: int = 1,
     optimizer: str = "adam",
     learning_rate: float = 1e-2,
+    family: Family | None = None,
 ) -> tuple[ModelView, Array]:
     """`refine` applied to a `ModelView`: returns the view with its posterior refined.
 
@@ -103,6 +117,7 @@ def refine_view(
       num_samples: K >= 1 per step, as in `refine`.
       optimizer: "sgd" or "adam", as in `refine`.
       learning_rate: step size > 0, as in `refine`.
+      family: the family that made the posterior (None: diagonal Gaussian), as in `refine`.
 
     Returns:
       `(view', trace [num_steps + 1, B])`; `view'` can be passed on to evaluation.
@@ -116,5 +131,6 @@ def refine_view(
         num_samples=num_samples,
         optimizer=optimizer,
         learning_rate=learning_rate,
+        family=family,
     )
     return view._replace(posterior=q), trace

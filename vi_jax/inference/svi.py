@@ -12,6 +12,11 @@ Families:
     `distrax.MultivariateNormalTri(loc, L)` with L the lower triangle of `raw_tri`
     whose diagonal is `exp(diag(raw_tri))` (strictly positive).
 
+  - a `vi_jax.families.Family` object (e.g. `make_family("iaf", D)`): params
+    `{"params": [B, param_size], "net": the family's network weights, each leaf [B, ...]}`
+    -> `family.local(params, net)`: every data point gets its own flow (its own copy of
+    the weights), so the fit is truly per-datapoint (Cremer et al.'s q* for a flow).
+
 Data points are independent: `log_joint` maps `z [K, B, D] -> [K, B]` with element
 `[k, b]` depending on `z[k, b]` only, so the gradient of the *sum* over b of the
 surrogates w.r.t. phi_b is the gradient of the b-th bound alone (an implicit vmap over
@@ -43,13 +48,13 @@ import optax
 
 from vi_jax._validation import (
     check_callable,
-    check_choice,
     check_equal_shape,
     check_positive_float,
     check_positive_int,
     check_rank,
 )
 from vi_jax.estimators.gradients import elbo_pathwise
+from vi_jax.families import Family
 from vi_jax.types import Array, Estimator, LogJoint
 
 FAMILIES = ("meanfield", "fullrank")
@@ -69,25 +74,51 @@ class SVIState(NamedTuple):
     step: Array
 
 
-def init_params(loc: Array, family: str, scale: Array | None = None) -> dict[str, Array]:
+def check_family(family: Any) -> str | Family:
+    """Returns `family` if it is "meanfield", "fullrank" or a Family; else ValueError."""
+    if isinstance(family, Family):
+        return family
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise ValueError(
+            f"`family` must be one of {FAMILIES} or a vi_jax.families.Family, got {family!r}."
+        )
+    return family
+
+
+def init_from_q(q: distrax.Distribution, family: Family) -> dict[str, Any]:
+    """Per-datapoint params of `family` that reproduce the encoder's `q` (batch `[B]`).
+
+    For a flow encoder the weights of q's flow are copied to every data point.
+    """
+    params = jax.lax.stop_gradient(family.params_of(q))
+    if params.ndim != 2:
+        raise ValueError(f"`q` must have batch [B] (params [B, P]), got params {params.shape}.")
+    net = jax.lax.stop_gradient(family.local_net(params.shape[0], q))
+    return {"params": params, "net": net}
+
+
+def init_params(loc: Array, family: str | Family, scale: Array | None = None) -> dict[str, Array]:
     """Free parameters of B Gaussians with means `loc` and diagonal scales `scale`.
 
     Args:
       loc: initial means `[B, D]` (e.g. an encoder's output).
-      family: "meanfield" or "fullrank".
+      family: "meanfield", "fullrank" or a `vi_jax.families.Family`.
       scale: initial standard deviations `[B, D]` (> 0); defaults to ones.
 
     Returns:
       Params dict: "meanfield" `{"loc" [B, D], "log_scale" [B, D]}`, "fullrank"
       `{"loc" [B, D], "raw_tri" [B, D, D]}` (diagonal = log scale, off-diagonal 0).
     """
-    family = check_choice(family, FAMILIES, "family")
+    family = check_family(family)
     loc = jnp.asarray(loc)
     check_rank(loc, 2, "loc", "[batch, latent]")
     if scale is None:
         scale = jnp.ones_like(loc)
     scale = jnp.asarray(scale, loc.dtype)
     check_equal_shape(scale, loc, "scale", "loc")
+    if isinstance(family, Family):
+        params = family.init_params(loc, scale)
+        return {"params": params, "net": family.local_net(loc.shape[0])}
     log_scale = jnp.log(scale)
     if family == "meanfield":
         return {"loc": loc, "log_scale": log_scale}
@@ -96,7 +127,9 @@ def init_params(loc: Array, family: str, scale: Array | None = None) -> dict[str
 
 def scale_tri(params: dict[str, Array], family: str) -> Array:
     """Lower-triangular scale `[B, D, D]` of q (diagonal for "meanfield")."""
-    family = check_choice(family, FAMILIES, "family")
+    family = check_family(family)
+    if isinstance(family, Family):
+        raise TypeError("`scale_tri` takes the names 'meanfield' or 'fullrank', not a Family.")
     if family == "meanfield":
         return jax.vmap(jnp.diag)(jnp.exp(params["log_scale"]))
     raw = params["raw_tri"]
@@ -106,9 +139,11 @@ def scale_tri(params: dict[str, Array], family: str) -> Array:
     return jnp.tril(raw, -1) + eye * jnp.exp(jnp.diagonal(raw, axis1=-2, axis2=-1))[..., None, :]
 
 
-def make_q(params: dict[str, Array], family: str) -> distrax.Distribution:
+def make_q(params: dict[str, Any], family: str | Family) -> distrax.Distribution:
     """The variational distribution, batch `[B]`, event `[D]`, for `params`."""
-    family = check_choice(family, FAMILIES, "family")
+    family = check_family(family)
+    if isinstance(family, Family):
+        return family.local(params["params"], params["net"])
     if family == "meanfield":
         return distrax.MultivariateNormalDiag(params["loc"], jnp.exp(params["log_scale"]))
     return distrax.MultivariateNormalTri(params["loc"], scale_tri(params, family))
@@ -116,7 +151,7 @@ def make_q(params: dict[str, Array], family: str) -> distrax.Distribution:
 
 def init(
     params_or_loc: Array | dict[str, Array],
-    family: str,
+    family: str | Family,
     optimizer: optax.GradientTransformation | None = None,
     scale: Array | None = None,
 ) -> SVIState:
@@ -124,15 +159,18 @@ def init(
 
     Args:
       params_or_loc: a params dict (as from `init_params`) or initial means `[B, D]`.
-      family: "meanfield" or "fullrank".
+      family: "meanfield", "fullrank" or a `vi_jax.families.Family`.
       optimizer: optax optimiser (default `optax.adam(1e-2)`).
       scale: initial scales `[B, D]` when `params_or_loc` is a mean.
     """
-    family = check_choice(family, FAMILIES, "family")
+    family = check_family(family)
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     if isinstance(params_or_loc, dict):
         params = params_or_loc
-        expected = {"loc", "log_scale"} if family == "meanfield" else {"loc", "raw_tri"}
+        if isinstance(family, Family):
+            expected = {"params", "net"}
+        else:
+            expected = {"loc", "log_scale"} if family == "meanfield" else {"loc", "raw_tri"}
         if set(params) != expected:
             raise ValueError(
                 f"`params_or_loc` for family {family!r} must have keys {sorted(expected)}, "
@@ -147,7 +185,7 @@ def step(
     key: Array,
     state: SVIState,
     log_joint: LogJoint,
-    family: str,
+    family: str | Family,
     optimizer: optax.GradientTransformation,
     estimator: Estimator = elbo_pathwise,
     num_samples: int = 1,
@@ -158,7 +196,7 @@ def step(
       key: PRNG key.
       state: current `SVIState`.
       log_joint: `z [K, B, D] -> log p(x, z) [K, B]`.
-      family: "meanfield" or "fullrank".
+      family: "meanfield", "fullrank" or a `vi_jax.families.Family`.
       optimizer: the optax optimiser `state.opt_state` belongs to.
       estimator: `estimator(key, log_joint, q, num_samples) -> [B]` (any of
         `vi_jax.estimators.gradients`).
@@ -179,7 +217,7 @@ def step(
     return SVIState(params, opt_state, state.step + 1), jax.lax.stop_gradient(bound)
 
 
-def sample(key: Array, state: SVIState, family: str, num_samples: int = 1) -> Array:
+def sample(key: Array, state: SVIState, family: str | Family, num_samples: int = 1) -> Array:
     """Draws `[num_samples, B, D]` from the current per-datapoint q."""
     num_samples = check_positive_int(num_samples, "num_samples")
     return make_q(state.params, family).sample(seed=key, sample_shape=(num_samples,))
@@ -190,7 +228,7 @@ def fit_local(
     log_joint: LogJoint,
     init_params: dict[str, Array] | Array,
     *,
-    family: str,
+    family: str | Family,
     optimizer: optax.GradientTransformation | None = None,
     estimator: Estimator = elbo_pathwise,
     num_samples: int = 1,
@@ -205,14 +243,14 @@ def fit_local(
       key: PRNG key.
       log_joint: `z [K, B, D] -> log p(x, z) [K, B]`.
       init_params: a params dict (as from `init_params`) or initial means `[B, D]`.
-      family: "meanfield" or "fullrank".
+      family: "meanfield", "fullrank" or a `vi_jax.families.Family`.
       optimizer: optax optimiser, default `optax.adam(1e-2)`.
       estimator: any `estimator(key, log_joint, q, num_samples) -> [B]`.
       num_samples: K >= 1 per step (static).
       num_steps: number of steps >= 1 (static).
       init_scale: initial scales `[B, D]` when `init_params` is a mean.
       tol: if given (> 0), a `lax.while_loop` stops early once the relative change
-        |m_t - m_{t-1}| / |m_{t-1}| of the batch-averaged bound, averaged over two
+        `|m_t - m_{t-1}| / |m_{t-1}|` of the batch-averaged bound, averaged over two
         consecutive windows of `window` steps, falls below `tol`; `num_steps` is then
         the maximum.
       window: window length (>= 1) for the convergence test.
@@ -221,7 +259,7 @@ def fit_local(
       `(params, q, trace)`: final params, the final q (batch `[B]`), and the
       estimator's bound value at each step, `[num_steps, B]` (NaN after an early stop).
     """
-    family = check_choice(family, FAMILIES, "family")
+    family = check_family(family)
     check_callable(log_joint, "log_joint")
     check_callable(estimator, "estimator")
     num_samples = check_positive_int(num_samples, "num_samples")
@@ -240,8 +278,8 @@ def fit_local(
         state, trace = jax.lax.scan(body, state, keys)
         return state.params, make_q(state.params, family), trace
 
-    batch = state.params["loc"].shape[0]
-    dtype = state.params["loc"].dtype
+    first = jax.tree.leaves(state.params)[0]
+    batch, dtype = first.shape[0], first.dtype
     trace0 = jnp.full((num_steps, batch), jnp.nan, dtype)
 
     def window_mean(trace: Array, end: Array) -> Array:
@@ -277,7 +315,7 @@ def svi_theta_step(
     local_params: dict[str, Array],
     log_joint_of: Callable[[Any], LogJoint],
     *,
-    family: str,
+    family: str | Family,
     theta_optimizer: optax.GradientTransformation,
     local_optimizer: optax.GradientTransformation | None = None,
     estimator: Estimator = elbo_pathwise,
@@ -292,7 +330,7 @@ def svi_theta_step(
       theta_opt_state: `theta_optimizer`'s state for `theta`.
       local_params: per-datapoint params for the batch (warm start), leading `[B]`.
       log_joint_of: `theta -> (z [K, B, D] -> log p_theta(x, z) [K, B])`.
-      family: "meanfield" or "fullrank".
+      family: "meanfield", "fullrank" or a `vi_jax.families.Family`.
       theta_optimizer: optax optimiser for theta.
       local_optimizer: optax optimiser for phi (default `optax.adam(1e-2)`).
       estimator: surrogate estimator used for both phases.

@@ -1,7 +1,20 @@
 """Models: Flax NNX encoders/decoders, distrax likelihoods and priors, VAE assembly, losses."""
 
+from vi_jax.models.binary_vae import (
+    LATENT_TYPES,
+    BernoulliEncoder,
+    BernoulliPrior,
+    BinaryVAE,
+    CategoricalEncoder,
+    CategoricalPrior,
+    lecture_binary_vae,
+    linear_binary_vae,
+    make_binary_vae,
+    nonlinear_binary_vae,
+)
 from vi_jax.models.encoders import (
     DEFAULT_MIN_SCALE,
+    FamilyEncoder,
     GaussianEncoder,
     inverse_softplus_scale,
     softplus_scale,
@@ -31,6 +44,14 @@ from vi_jax.models.priors import (
     analytic_kl,
     kl_is_analytic,
 )
+from vi_jax.models.two_layer import (
+    FirstLayerDecoder,
+    TwoLayerEncoder,
+    TwoLayerPrior,
+    TwoLevelGaussian,
+    iwae_paper_two_layer_vae,
+    make_two_layer_vae,
+)
 from vi_jax.models.vae import (
     LIKELIHOODS,
     PRIORS,
@@ -44,6 +65,16 @@ from vi_jax.models.vae import (
 from vi_jax.models.view import vae_view
 
 __all__ = [
+    "LATENT_TYPES",
+    "BernoulliEncoder",
+    "BernoulliPrior",
+    "BinaryVAE",
+    "CategoricalEncoder",
+    "CategoricalPrior",
+    "lecture_binary_vae",
+    "linear_binary_vae",
+    "make_binary_vae",
+    "nonlinear_binary_vae",
     "ACTIVATIONS",
     "DEFAULT_MIN_SCALE",
     "LIKELIHOODS",
@@ -53,12 +84,17 @@ __all__ = [
     "BernoulliDecoder",
     "ConvDecoderNet",
     "ConvEncoderNet",
+    "FirstLayerDecoder",
     "GaussianDecoder",
+    "FamilyEncoder",
     "GaussianEncoder",
     "LaplacePrior",
     "LogitBernoulli",
     "MixtureOfGaussiansPrior",
     "StandardNormalPrior",
+    "TwoLayerEncoder",
+    "TwoLayerPrior",
+    "TwoLevelGaussian",
     "analytic_kl",
     "batch_data",
     "bernoulli_likelihood",
@@ -68,10 +104,12 @@ __all__ = [
     "get_activation",
     "unflatten_leading",
     "inverse_softplus_scale",
+    "iwae_paper_two_layer_vae",
     "iwae_paper_vae",
     "kl_is_analytic",
     "make_conv_vae",
     "make_mlp_vae",
+    "make_two_layer_vae",
     "make_prior",
     "make_vae_loss",
     "merge_params",

@@ -1,4 +1,10 @@
-"""Amortised Gaussian encoders q(z | x) = N(loc(x), diag(scale(x)^2))."""
+"""Amortised encoders: q(z | x) = N(loc(x), diag(scale(x)^2)), or any variational family.
+
+`FamilyEncoder(net, family)` makes `q(z | x) = family(net(x))` for any family of
+`vi_jax.families` (full-covariance, low-rank, IAF, RealNVP, spline): the network
+outputs the family's per-datum params (for a flow: loc, raw scale and a context vector
+that conditions the flow's networks).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vi_jax._validation import check_positive_float
+from vi_jax.families import FLOW_FAMILIES, Family, make_family
 from vi_jax.models.networks import MLP, check_width
 from vi_jax.types import Array
 
@@ -123,3 +130,83 @@ class GaussianEncoder(nnx.Module):
         """`(q, loc, scale)`: the distribution and its parameters `[*batch, latent]`."""
         loc, scale = self.loc_scale(x)
         return distrax.MultivariateNormalDiag(loc, scale), loc, scale
+
+
+class FamilyEncoder(nnx.Module):
+    """q(z | x) = family(net(x)), for any `vi_jax.families.Family`.
+
+    Attributes:
+      net: module `[*batch, data] -> [*batch, family.param_size]`.
+      family: the variational family (for a flow, holds the flow's weights).
+      latent_dim: D.
+    """
+
+    def __init__(self, net: nnx.Module, family: Family) -> None:
+        """Wraps `net` and `family`; their widths must agree."""
+        if not isinstance(net, nnx.Module):
+            raise TypeError(f"`net` must be an nnx.Module, got {type(net).__name__}.")
+        if not isinstance(family, Family):
+            raise TypeError(
+                f"`family` must be a vi_jax.families.Family, got {type(family).__name__}."
+            )
+        out = getattr(net, "out_features", None)
+        if out is not None and out != family.param_size:
+            raise ValueError(
+                f"`net` must output family.param_size = {family.param_size} features, but its "
+                f"out_features is {out}."
+            )
+        self.net = net
+        self.family = family
+        self.latent_dim = family.latent_dim
+        self.data_dim = getattr(net, "in_features", None)
+
+    @classmethod
+    def mlp(
+        cls,
+        data_dim: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+        posterior: str,
+        *,
+        flow_steps: int = 2,
+        flow_hidden: int = 64,
+        flow_context: int = 16,
+        rank: int = 2,
+        activation: str = "relu",
+        min_scale: float = DEFAULT_MIN_SCALE,
+        rngs: nnx.Rngs | int,
+    ) -> FamilyEncoder:
+        """An MLP encoder for the family called `posterior` (see `make_family`).
+
+        Flows get a context of width `flow_context` from the encoder's network.
+        """
+        latent_dim = check_width(latent_dim, "latent_dim")
+        rngs = nnx.Rngs(rngs) if isinstance(rngs, int) else rngs
+        family = make_family(
+            posterior,
+            latent_dim,
+            flow_steps=flow_steps,
+            flow_hidden=flow_hidden,
+            context_dim=check_width(flow_context, "flow_context")
+            if posterior in FLOW_FAMILIES
+            else 0,
+            rank=rank,
+            min_scale=min_scale,
+            rngs=rngs,
+        )
+        net = MLP(data_dim, hidden, family.param_size, activation=activation, rngs=rngs)
+        return cls(net, family)
+
+    def params(self, x: Array) -> Array:
+        """The family's per-datum params `[*batch, param_size]` for x `[*batch, data]`."""
+        out = self.net(x)
+        if jnp.shape(out)[-1] != self.family.param_size:
+            raise ValueError(
+                f"`net` must output family.param_size = {self.family.param_size} features, "
+                f"got shape {jnp.shape(out)}."
+            )
+        return out
+
+    def __call__(self, x: Array) -> distrax.Distribution:
+        """q(z | x): batch `[*batch]`, event `[latent]`, for x `[*batch, data]`."""
+        return self.family(self.params(x))

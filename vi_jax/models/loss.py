@@ -20,6 +20,7 @@ from flax import nnx
 
 from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.bounds import kl_divergence
+from vi_jax.estimators.wake_sleep import sleep_phi
 from vi_jax.models.view import vae_view
 from vi_jax.types import Array, Estimator, Loss
 
@@ -75,6 +76,7 @@ def make_vae_loss(
     kl_warmup_steps: int | None = None,
     rest: nnx.State | None = None,
     monitor: bool = True,
+    sleep_weight: float = 0.0,
 ) -> Loss:
     """Builds the training loss of a VAE for one gradient estimator.
 
@@ -104,6 +106,11 @@ def make_vae_loss(
       kl_warmup_steps: N >= 1 for a linear warm-up of beta from 0 to `beta` over N steps
         (then the loss takes `step`).
       rest: non-parameter state from `split_params` (None if empty).
+      sleep_weight: lambda >= 0: adds lambda * mean sleep-phi term, log q(z_s | x_s) at
+        (z_s, x_s) simulated from the model (`vi_jax.estimators.sleep_phi`; the
+        simulation carries no gradient, so only q's parameters are trained by it), to the
+        objective: the wake/sleep mix of reweighted wake-sleep. Needs a model whose view
+        can `simulate`.
       monitor: also report `kl` and `recon` in aux. They are computed on
         stop-gradient copies (no backward pass); their forward pass repeats the
         estimator's (same key, same samples) and XLA's common-subexpression elimination
@@ -129,6 +136,7 @@ def make_vae_loss(
         )
     check_callable(estimator, "estimator")
     view = vae_view(graphdef, rest)
+    sleep_weight = check_positive_float(sleep_weight, "sleep_weight", allow_zero=True)
     num_samples = check_positive_int(num_samples, "num_samples")
     beta_const, schedule = _beta_schedule(beta, kl_warmup_steps)
     weighted = schedule is not None or beta_const != 1.0
@@ -154,6 +162,14 @@ def make_vae_loss(
             beta_t = jnp.asarray(beta_t, dtype=bound.dtype)
             objective = beta_t * bound + (1.0 - beta_t) * recon
             aux["beta"] = sg(beta_t)
+        if sleep_weight:
+            if model.simulate is None:
+                raise ValueError("`sleep_weight` > 0 needs a model that can simulate (z, x).")
+            z_sim, x_sim = model.simulate(jax.random.fold_in(key, 1), x.shape[0])
+            q_sim = view(params, sg(x_sim)).posterior
+            sleep = jnp.mean(sleep_phi(q_sim, z_sim))
+            objective = objective + sleep_weight * sleep
+            aux["sleep"] = sg(sleep)
         if monitor:
             # Stop-gradient outputs: no backward pass, and no second model rebuild. The
             # samples repeat the estimator's (same key -> same z), so XLA's CSE shares

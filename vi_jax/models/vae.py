@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import distrax
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from vi_jax._validation import check_choice, check_finite, check_positive_int
-from vi_jax.models.encoders import DEFAULT_MIN_SCALE, GaussianEncoder
+from vi_jax.families import CONTINUOUS_FAMILIES
+from vi_jax.models.encoders import DEFAULT_MIN_SCALE, FamilyEncoder, GaussianEncoder
 from vi_jax.models.likelihoods import BernoulliDecoder, GaussianDecoder
 from vi_jax.models.networks import (
     MLP,
@@ -36,6 +38,8 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 """Names accepted by the `likelihood` argument of the constructors."""
 PRIORS = ("normal", "laplace", "mog")
 """Names accepted by the `prior` argument of the constructors."""
+POSTERIORS = CONTINUOUS_FAMILIES
+"""Names accepted by the `posterior` argument of `make_mlp_vae` ("diag" is `GaussianEncoder`)."""
 
 
 class VAE(nnx.Module):
@@ -161,6 +165,13 @@ class VAE(nnx.Module):
         z = self.prior().sample(seed=key, sample_shape=(num,))
         return self.decode(z).mean()
 
+    def simulate(self, key: Array, num: int) -> tuple[Array, Array]:
+        """Draws z ~ p(z), x ~ p(x | z); returns z `[num, latent]` and x `[num, data]`."""
+        num = check_positive_int(num, "num")
+        kz, kx = jax.random.split(key)
+        z = self.prior().sample(seed=kz, sample_shape=(num,))
+        return z, self.decode(z).sample(seed=kx)
+
     def reconstruct(self, key: Array, x: Array) -> Array:
         """Reconstructions: z ~ q(z | x), returns E[x | z] `[*batch, data]`."""
         z = self.posterior(x).sample(seed=key)
@@ -210,6 +221,11 @@ def make_mlp_vae(
     min_scale: float = DEFAULT_MIN_SCALE,
     learn_obs_scale: bool = True,
     obs_scale: float = 1.0,
+    posterior: str = "diag",
+    flow_steps: int = 2,
+    flow_hidden: int = 64,
+    flow_context: int = 16,
+    posterior_rank: int = 2,
 ) -> VAE:
     """A VAE with MLP encoder and decoder.
 
@@ -230,6 +246,12 @@ def make_mlp_vae(
       min_scale: floor of the encoder's standard deviations.
       learn_obs_scale: learn the Gaussian likelihood's per-dimension scale.
       obs_scale: initial (or fixed) Gaussian observation scale.
+      posterior: the encoder's family, one of `POSTERIORS`: "diag" (`GaussianEncoder`),
+        "fullrank", "lowrank", "iaf", "realnvp" or "spline" (`FamilyEncoder`).
+      flow_steps: flow steps >= 1 (flows only).
+      flow_hidden: width >= 1 of the flow networks' hidden layer (flows only).
+      flow_context: width >= 1 of the context the encoder passes to a flow.
+      posterior_rank: covariance factors >= 1 for "lowrank".
 
     Returns:
       The `VAE`.
@@ -244,10 +266,26 @@ def make_mlp_vae(
     )
     check_choice(likelihood, LIKELIHOODS, "likelihood")
     check_choice(prior, PRIORS, "prior")
+    check_choice(posterior, POSTERIORS, "posterior")
     rngs = as_rngs(rngs)
-    encoder = GaussianEncoder.mlp(
-        data_dim, hidden, latent_dim, activation=activation, min_scale=min_scale, rngs=rngs
-    )
+    if posterior == "diag":
+        encoder = GaussianEncoder.mlp(
+            data_dim, hidden, latent_dim, activation=activation, min_scale=min_scale, rngs=rngs
+        )
+    else:
+        encoder = FamilyEncoder.mlp(
+            data_dim,
+            hidden,
+            latent_dim,
+            posterior,
+            flow_steps=check_width(flow_steps, "flow_steps"),
+            flow_hidden=check_width(flow_hidden, "flow_hidden"),
+            flow_context=flow_context,
+            rank=posterior_rank,
+            activation=activation,
+            min_scale=min_scale,
+            rngs=rngs,
+        )
     net = MLP(latent_dim, dec_hidden, data_dim, activation=activation, rngs=rngs)
     decoder = _make_decoder(likelihood, net, learn_scale=learn_obs_scale, obs_scale=obs_scale)
     prior_module = make_prior(

@@ -33,6 +33,7 @@ def vae_view(
             posterior=vae.posterior(x),
             log_likelihood=vae.log_likelihood_fn(x),
             prior=vae.prior_distribution(),
+            simulate=vae.simulate,
         )
 
     return view

@@ -130,7 +130,7 @@ class Checkpointer:
 
         Args:
             state_like: A pytree with the structure, shapes and dtypes of the saved state
-                (concrete arrays or `jax.ShapeDtypeStruct`s); restored arrays take its
+                (concrete arrays or `jax.ShapeDtypeStruct` objects); restored arrays take its
                 shardings (e.g. replicated over a mesh).
             epoch: Which checkpoint (default: the latest).
 

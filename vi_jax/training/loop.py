@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
+from vi_jax._progress import tqdm
 from vi_jax._validation import check_callable, check_positive_int
 from vi_jax.training._keys import as_typed_key
 from vi_jax.training.checkpoint import Checkpointer, check_json
