@@ -273,3 +273,17 @@ def test_evaluate_model_with_a_mesh_matches_without():
     )
     for name in ("log_likelihood", "elbo", "kl"):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-6)
+
+
+def test_importing_the_cli_leaves_the_backend_for_jax_distributed():
+    # jax.distributed.initialize must run before the XLA backend starts; an import-time
+    # computation anywhere under vi_jax (e.g. a module-level jnp call) would break it.
+    code = (
+        "from jax._src import xla_bridge as xb; import vi_jax.cli as c; c._parser(); "
+        "import vi_jax.experiment; assert not xb._backends, 'backend started at import'"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=_env(1), cwd=ROOT, capture_output=True, text=True,
+        timeout=TIMEOUT,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
