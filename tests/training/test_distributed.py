@@ -95,9 +95,7 @@ def _two_processes(args, out):
     return outs
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("dist")
+def _launch_all(tmp):
     ref = subprocess.run(
         [sys.executable, str(HERE / "distributed_cli_script.py"), str(tmp / "four"), *TRAIN],
         env=_env(4), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
@@ -122,7 +120,7 @@ def _cli(argv):
     return rc, err.getvalue()
 
 
-def test_two_processes_match_one_process_with_four_devices(runs):
+def _two_processes_match_one_process_with_four_devices(runs):
     tmp = runs["tmp"]
     assert runs["ref"]["train"]["rc"] == 0, runs["ref"]["train"]["stderr"]
     four, two = _history(tmp / "four"), _history(tmp / "two")
@@ -145,7 +143,7 @@ def test_two_processes_match_one_process_with_four_devices(runs):
     assert all((tmp / "two" / name).is_file() for name in metrics["pictures"])
 
 
-def test_each_process_holds_only_its_shard(runs):
+def _each_process_holds_only_its_shard(runs):
     for stdouts in (runs["two_first"], runs["two_resumed"]):
         for i, stdout in enumerate(stdouts):
             assert (
@@ -157,7 +155,7 @@ def test_each_process_holds_only_its_shard(runs):
     assert "process 0/1: 4000 of 1000" in runs["ref"]["train"]["stdout"]
 
 
-def test_sharded_evaluation_equals_unsharded_per_example(runs):
+def _sharded_evaluation_equals_unsharded_per_example(runs):
     tmp = runs["tmp"] / "four"
     assert runs["ref"]["evaluate4"]["rc"] == 0 == runs["ref"]["evaluate1"]["rc"]
     ll4, ll1 = np.load(tmp / "ll_devices4.npy"), np.load(tmp / "ll_devices1.npy")
@@ -165,7 +163,7 @@ def test_sharded_evaluation_equals_unsharded_per_example(runs):
     np.testing.assert_allclose(ll4, ll1, rtol=1e-5, atol=1e-5)
 
 
-def test_two_process_checkpoint_evaluates_in_one_process(runs):
+def _two_process_checkpoint_evaluates_in_one_process(runs):
     tmp = runs["tmp"]
     rc, err = _cli(["evaluate", "--run", str(tmp / "two"), "--no-progress"])
     assert rc == 0, err
@@ -175,7 +173,7 @@ def test_two_process_checkpoint_evaluates_in_one_process(runs):
     np.testing.assert_allclose(ll2, ll4, rtol=1e-4, atol=1e-3)
 
 
-def test_batch_not_divisible_by_devices_is_refused(runs):
+def _batch_not_divisible_by_devices_is_refused(runs):
     bad = runs["ref"]["bad_batch"]
     assert bad["rc"] == 2
     lines = bad["stderr"].strip().splitlines()
@@ -287,3 +285,14 @@ def test_importing_the_cli_leaves_the_backend_for_jax_distributed():
         timeout=TIMEOUT,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_two_processes_through_the_cli(tmp_path):
+    # One test, not several sharing a module fixture: under pytest-xdist each worker
+    # would launch the (expensive) processes again.
+    runs = _launch_all(tmp_path)
+    _two_processes_match_one_process_with_four_devices(runs)
+    _each_process_holds_only_its_shard(runs)
+    _sharded_evaluation_equals_unsharded_per_example(runs)
+    _two_process_checkpoint_evaluates_in_one_process(runs)
+    _batch_not_divisible_by_devices_is_refused(runs)
