@@ -62,7 +62,9 @@ class Evaluation(NamedTuple):
         """Number of latent dimensions whose activity exceeds `threshold` (0.01 in Burda et al.)."""
         return int(np.sum(np.asarray(self.posterior_mean_variance) > threshold))
 
-    active_units = num_active_units  # The old name, kept.
+    def active_units(self, threshold: float = 0.01) -> int:
+        """The old name of `num_active_units`, kept."""
+        return self.num_active_units(threshold)
 
     def summary(self, threshold: float = 0.01) -> dict[str, float]:
         """Means and standard errors over examples, in nats, plus active units."""
