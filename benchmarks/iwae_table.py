@@ -163,6 +163,46 @@ def run_cell(cell: str, config: Any, out: Path, *, force: bool, progress: bool) 
     return experiment.train(config, run_dir, progress=progress)
 
 
+def run_concurrently(
+    commands: list[list[str]], num_slots: int, *, env_var: str = "CUDA_VISIBLE_DEVICES"
+) -> list[int]:
+    """Runs `commands` as subprocesses, at most `num_slots` at once, slot `i` on device `i`.
+
+    Each subprocess sees one device through `env_var` (CUDA_VISIBLE_DEVICES on GPU), so
+    that independent cells of a sweep occupy one device each and the sweep takes about
+    the time of its slowest cell. A freed slot takes the next command.
+
+    Args:
+      commands: argument vectors, one per cell.
+      num_slots: concurrent subprocesses (the number of devices), >= 1.
+      env_var: the variable that restricts a subprocess to device `slot`.
+
+    Returns:
+      The exit status of each command, in the order given.
+    """
+    import os
+    import subprocess
+    import time
+
+    if num_slots < 1:
+        raise ValueError(f"`num_slots` must be >= 1, got {num_slots}.")
+    pending = list(enumerate(commands))
+    running: dict[int, tuple[int, subprocess.Popen]] = {}
+    status = [0] * len(commands)
+    while pending or running:
+        for slot in range(num_slots):
+            if slot not in running and pending:
+                index, cmd = pending.pop(0)
+                env = {**os.environ, env_var: str(slot)}
+                running[slot] = (index, subprocess.Popen(cmd, env=env))
+        for slot, (index, proc) in list(running.items()):
+            if proc.poll() is not None:
+                status[index] = proc.returncode
+                del running[slot]
+        time.sleep(0.05)
+    return status
+
+
 def _same_config(a: dict, b: dict) -> bool:
     """Equality as saved in JSON (where tuples become lists)."""
     return json.loads(json.dumps(a, default=list)) == json.loads(json.dumps(b, default=list))
@@ -272,14 +312,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="retrain finished cells")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--parallel-cells",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run up to N cells at once, one per GPU (CUDA_VISIBLE_DEVICES=0..N-1); 0: in turn",
+    )
     args = ap.parse_args(argv)
+    if args.parallel_cells < 0:
+        ap.error("--parallel-cells must be >= 0")
     for name in ("passes", "eval_examples", "eval_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     out = common.out_dir(NAME, args.out)
     cells = args.cell or list(QUICK_CELLS if args.quick else CELLS)
-    for cell in cells:
+    if args.parallel_cells:
+        import sys
+
+        base = [a for a in (argv if argv is not None else sys.argv[1:])]
+        drop = {"--parallel-cells", "--cell", "--out"}
+        keep = [
+            a for i, a in enumerate(base) if a not in drop and (i == 0 or base[i - 1] not in drop)
+        ]
+        keep = [a for a in keep if not a.startswith(("--parallel-cells=", "--cell=", "--out="))]
+        commands = [
+            [sys.executable, "-m", "benchmarks", NAME, *keep, "--out", str(out), "--cell", cell,
+             "--no-progress"]
+            for cell in cells
+        ]  # fmt: skip
+        failed = [
+            c
+            for c, rc in zip(cells, run_concurrently(commands, args.parallel_cells), strict=True)
+            if rc
+        ]
+        if failed:
+            raise SystemExit(f"cells failed: {', '.join(failed)} (their logs are above)")
+    for cell in [] if args.parallel_cells else cells:  # subprocesses trained them above
         config = cell_config(
             cell,
             quick=args.quick,

@@ -24,6 +24,20 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"--devices must be a positive integer or 'all', got {text!r}"
+        )
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="vi-jax", description=__doc__)
@@ -34,10 +48,29 @@ def _parser() -> argparse.ArgumentParser:
     # Options of the subcommands that read a finished run.
     of_run = argparse.ArgumentParser(add_help=False, parents=[common])
     of_run.add_argument("--run", required=True, help="directory of a `vi-jax train` run")
+    # Data parallelism and multi-host runs (train and evaluate).
+    par = argparse.ArgumentParser(add_help=False)
+    par.add_argument(
+        "--devices",
+        type=_devices,
+        default=1,
+        help="devices per process to shard the batch over: N or 'all' (default 1)",
+    )
+    par.add_argument("--coordinator", help="multi-host: HOST:PORT of process 0")
+    par.add_argument("--num-processes", type=int, help="multi-host: number of processes P")
+    par.add_argument("--process-id", type=int, help="multi-host: this process's rank in [0, P)")
+    par.add_argument(
+        "--cluster-auto",
+        action="store_true",
+        help="multi-host: let JAX detect the cluster (SLURM, Open MPI, TPU) instead",
+    )
+    par.add_argument(
+        "--init-timeout", type=int, default=120, help="seconds to wait for all processes"
+    )
 
     t = sub.add_parser(
         "train",
-        parents=[common],
+        parents=[common, par],
         help="train and evaluate a VAE; writes metrics.json and PNGs",
     )
     t.add_argument(
@@ -152,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     e = sub.add_parser(
-        "evaluate", parents=[of_run], help="re-evaluate the latest checkpoint of a run"
+        "evaluate", parents=[of_run, par], help="re-evaluate the latest checkpoint of a run"
     )
     e.add_argument("--eval-samples", type=int, default=None)
     e.add_argument("--eval-examples", type=int, default=None)
@@ -198,16 +231,31 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"vi-jax: warning: {_one_line(message)}", file=sys.stderr if file is None else file)
 
 
+def _start_distributed(args: argparse.Namespace) -> None:
+    """Joins a multi-host run when asked, before anything touches a device."""
+    from vi_jax.training import distributed
+
+    given = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
+    if getattr(args, "cluster_auto", False):
+        distributed.initialize(auto=True, timeout_s=args.init_timeout)
+    elif any(v is not None for v in given):
+        distributed.initialize(*given, timeout_s=args.init_timeout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vi-jax` command."""
     args = _parser().parse_args(argv)
+    import jax
+
     from vi_jax import experiment
     from vi_jax.data.mnist import DataUnavailableError
     from vi_jax.training import NonFiniteLossError
+    from vi_jax.training.distributed import DistributedInitError
 
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
+        _start_distributed(args)
         if args.command == "train":
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -216,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 progress=not args.no_progress,
                 allow_config_change=args.allow_config_change,
+                devices=args.devices,
             )
+            if "pictures" not in metrics:  # not process 0 of a multi-host run
+                return 0
             _print_summary(metrics)
             wall = metrics["wall_time_s"]
             print(
@@ -243,10 +294,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_samples=args.eval_samples,
                 num_examples=args.eval_examples,
                 progress=not args.no_progress,
+                devices=args.devices,
                 method=args.method,
                 ais_steps=args.ais_steps,
                 ais_chains=args.ais_chains,
             )
+            if jax.process_index():
+                return 0
             if args.method == "is":
                 _print_summary(summary)
             else:
@@ -256,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"vi-jax: training stopped: {err}", file=sys.stderr)
         return 3
-    except (ValueError, TypeError, OSError, DataUnavailableError) as err:
+    except (ValueError, TypeError, OSError, DataUnavailableError, DistributedInitError) as err:
         # User errors (bad arguments, files, data): one line naming them, no traceback.
         print(f"vi-jax: error: {_one_line(err)}", file=sys.stderr)
         return 2

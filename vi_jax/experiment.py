@@ -45,6 +45,14 @@ from vi_jax.training import (
     make_epoch_fn,
     make_train_step,
 )
+from vi_jax.training.distributed import data_mesh, is_main_process
+from vi_jax.training.sharding import (
+    check_batch_divisible,
+    data_parallel_size,
+    place_data,
+    resident_rows,
+    shard_rows,
+)
 from vi_jax.types import Estimator
 
 
@@ -302,9 +310,11 @@ def load_data(config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return xtr, ytr, xte, yte
 
 
-def _device_info() -> dict[str, Any]:
+def _device_info(mesh: Any = None) -> dict[str, Any]:
     dev = jax.devices()[0]
     return {
+        "process_count": jax.process_count(),
+        "data_parallel_devices": data_parallel_size(mesh),
         "platform": dev.platform,
         "device": getattr(dev, "device_kind", str(dev)),
         "num_devices": jax.device_count(),
@@ -415,6 +425,7 @@ def evaluate_params(
     num_samples: int | None = None,
     num_examples: int | None = None,
     progress: bool = False,
+    mesh: Any = None,
 ) -> Evaluation:
     """Importance-sampled test log-likelihood and ELBO terms of trained parameters."""
     num_samples = num_samples or config.eval_samples
@@ -429,6 +440,7 @@ def evaluate_params(
         sample_chunk=min(500, num_samples),
         data_chunk=100 if num_samples > 100 else 500,
         progress=progress,
+        mesh=mesh,
     )
 
 
@@ -475,6 +487,7 @@ def train(
     *,
     progress: bool = True,
     allow_config_change: bool = False,
+    devices: int | str | None = 1,
 ) -> dict[str, Any]:
     """Trains, evaluates and writes `metrics.json`, `metrics.jsonl`, PNGs and checkpoints.
 
@@ -485,6 +498,11 @@ def train(
       progress: show progress bars.
       allow_config_change: continue a run in `out` under changed (non-structural)
         settings; the change is appended to `out/config_history.jsonl`.
+      devices: devices per process for data parallelism (an int or "all"); the batch
+        axis is sharded over them. In a multi-host run (`distributed.initialize` called
+        first) the mesh spans every process, each process keeps only its rows of the
+        training set on its devices, and process 0 alone writes metrics and pictures;
+        checkpoints are written by all processes together.
 
     Returns:
       The metrics dictionary also written to `out/metrics.json`.
@@ -494,6 +512,9 @@ def train(
       ValueError: `out` is a file, or an invalid `config` field (named).
     """
     config.validate()
+    mesh = data_mesh(devices)
+    check_batch_divisible(config.batch_size, mesh, hint=" Choose --batch-size or --devices.")
+    main_process = is_main_process()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` {out} is an existing file, not a run directory.")
@@ -505,21 +526,37 @@ def train(
         xtr = np.asarray(vdata.static_binarize(xtr, seed=config.seed), np.float32)
     # The run is known valid (configuration checked, data loaded): only now is it written.
     out.mkdir(parents=True, exist_ok=True)
-    if diff:
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": diff}
-        with open(out / CONFIG_HISTORY_FILE, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    write_text_atomic(out / CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2))
+    if main_process:
+        if diff:
+            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changed": diff}
+            with open(out / CONFIG_HISTORY_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        write_text_atomic(out / CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2))
     graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
     step = make_train_step(loss_fn, optimizer)
     preprocess = None
     if config.binarize == "dynamic" and config.dataset != "synthetic":
         preprocess = vdata.dynamic_binarize
     epoch_fn = make_epoch_fn(
-        step, batch_size=config.batch_size, num_examples=len(xtr), preprocess=preprocess
+        step,
+        batch_size=config.batch_size,
+        num_examples=len(xtr),
+        preprocess=preprocess,
+        mesh=mesh,
     )
+    # Across processes each one keeps only its rows; within one process a replica per
+    # device makes every batch gather local.
+    train_data = shard_rows(xtr, mesh) if jax.process_count() > 1 else jnp.asarray(xtr)
+    if mesh is not None:
+        train_data = place_data(train_data, mesh)
+        print(
+            f"process {jax.process_index()}/{jax.process_count()}: "
+            f"{resident_rows(train_data)} of {len(xtr)} training examples resident on its "
+            f"{len(train_data.addressable_shards)} device(s)",
+            flush=True,
+        )
     state = init_train_state(params, optimizer)
     key = jax.random.key(config.seed)
     monitor = x_test[: min(len(x_test), 1000)]
@@ -540,7 +577,7 @@ def train(
         key,
         state,
         epoch_fn,
-        jnp.asarray(xtr),
+        train_data,
         num_epochs=config.epochs,
         run_dir=out,
         checkpoint_every=config.checkpoint_every,
@@ -553,9 +590,22 @@ def train(
     params = result.state.params
     t1 = time.perf_counter()
     evaluation = evaluate_params(
-        jax.random.key(config.seed + 1), config, graphdef, params, rest, x_test, progress=progress
+        jax.random.key(config.seed + 1),
+        config,
+        graphdef,
+        params,
+        rest,
+        x_test,
+        progress=progress,
+        mesh=mesh,
     )
     t_eval = time.perf_counter() - t1
+    metrics_info = _device_info(mesh)
+    if not main_process:
+        return {"test": evaluation.summary(), "machine": metrics_info}
+    # Host copies (replicated arrays are readable on every process): the pictures run
+    # on process 0 alone and must not launch computations on the other hosts' devices.
+    params = jax.tree.map(np.asarray, params)
     pictures = write_pictures(out, jax.random.key(config.seed + 2), graphdef, params, rest, x_test)
     curves = {"train bound (per example)": [h["bound"] for h in history]}
     if any("test_elbo" in h for h in history):
@@ -584,7 +634,7 @@ def train(
             "total": time.perf_counter() - t0,
         },
         "config": dataclasses.asdict(config),
-        "machine": _device_info(),
+        "machine": metrics_info,
         "pictures": pictures,
     }
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
@@ -662,6 +712,7 @@ def evaluate(
     num_samples: int | None = None,
     num_examples: int | None = None,
     progress: bool = True,
+    devices: int | str | None = 1,
     method: str = "is",
     ais_steps: int = 100,
     ais_chains: int = 16,
@@ -673,6 +724,9 @@ def evaluate(
       num_samples: importance samples K (default: the run's `eval_samples`).
       num_examples: test examples (0 = all; default: the run's `eval_examples`).
       progress: show a progress bar.
+      devices: devices per process over which the test examples are sharded (an int or
+        "all"); the result equals the one-device one up to float reduction order (for
+        method "is"; AIS and BDMC run on one device).
       method: "is" (importance sampling with q, K = num_samples), "ais" (annealed
         importance sampling from q) or "bdmc" (AIS bounds on data simulated from the
         model: `num_examples` of them, default 100).
@@ -680,9 +734,10 @@ def evaluate(
       ais_chains: C chains per example for "ais" and "bdmc".
 
     Returns:
-      The test summary, also written to `run_dir/evaluation.json` (or
+      The test summary, also written (by process 0) to `run_dir/evaluation.json` (or
       `evaluation_ais.json` / `evaluation_bdmc.json`).
     """
+    mesh = data_mesh(devices)
     run_dir = Path(run_dir)
     config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
     if method != "is":
@@ -710,6 +765,7 @@ def evaluate(
         num_samples=num_samples,
         num_examples=num_examples,
         progress=progress,
+        mesh=mesh,
     )
     summary = {
         "epoch": epoch,
@@ -719,7 +775,9 @@ def evaluate(
             "num_examples": int(evaluation.log_likelihood.shape[0]),
         },
     }
-    write_text_atomic(run_dir / "evaluation.json", json.dumps(summary, indent=2, default=float))
+    if is_main_process():
+        np.save(run_dir / "evaluation_log_likelihood.npy", evaluation.log_likelihood)
+        write_text_atomic(run_dir / "evaluation.json", json.dumps(summary, indent=2, default=float))
     return summary
 
 

@@ -346,7 +346,7 @@ def control_variates_jacobians(
             coefficient_num_samples,
             eps=eps,
         )
-    elif jax.tree.structure(coefficients) != jax.tree.structure(params):
+    elif jax.tree.structure(coefficients) != jax.tree.structure(params):  # type: ignore[operator]
         if jax.tree.structure(coefficients).num_leaves != 1 or jnp.ndim(coefficients) != 0:
             raise ValueError(
                 "`coefficients` must be a scalar or a pytree like `params` of scalars, got "

@@ -99,6 +99,8 @@ class MADE(nnx.Module):
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i == 0 and self.context is not None:
+                if context is None:
+                    raise ValueError("`context` is required: this network was built with one.")
                 h = h + self.context(context.astype(x.dtype))
             h = jax.nn.elu(h)
         m, s = jnp.split(self.out(h), 2, axis=-1)

@@ -33,7 +33,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import blackjax
 import distrax
 import jax
 import jax.numpy as jnp
@@ -221,6 +220,10 @@ def _sweep(
     else:
         trans_betas, increments = betas[1:-1], d_beta
     dtype = z0.dtype
+    # Imported here: blackjax runs a computation at import, which would start the XLA
+    # backend before a multi-host run's jax.distributed.initialize (vi-jax --coordinator).
+    import blackjax
+
     kernel = blackjax.mcmc.hmc.build_kernel()
     inv_mass = jnp.ones((dim,), dtype)
 

@@ -21,11 +21,19 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from vi_jax._validation import check_finite, check_positive_float, check_positive_int, check_rank
 from vi_jax.diagnostics.latent import latent_activity
 from vi_jax.estimators import bounds
 from vi_jax.estimators.importance import importance_log_marginal
+from vi_jax.training.sharding import (
+    batch_sharding,
+    check_mesh,
+    data_parallel_size,
+    replicate,
+    replicated_sharding,
+)
 from vi_jax.types import Array, ModelFn
 
 
@@ -54,7 +62,9 @@ class Evaluation(NamedTuple):
         """Number of latent dimensions whose activity exceeds `threshold` (0.01 in Burda et al.)."""
         return int(np.sum(np.asarray(self.posterior_mean_variance) > threshold))
 
-    active_units = num_active_units  # The old name, kept.
+    def active_units(self, threshold: float = 0.01) -> int:
+        """The old name of `num_active_units`, kept."""
+        return self.num_active_units(threshold)
 
     def summary(self, threshold: float = 0.01) -> dict[str, float]:
         """Means and standard errors over examples, in nats, plus active units."""
@@ -77,7 +87,11 @@ def posterior_mean(q: distrax.Distribution) -> Array:
 
 
 def _chunk_fn(
-    model_fn: ModelFn, num_samples: int, sample_chunk: int, elbo_samples: int
+    model_fn: ModelFn,
+    num_samples: int,
+    sample_chunk: int,
+    elbo_samples: int,
+    mesh: Mesh | None = None,
 ) -> Callable[[Any, Array, Array], dict[str, Array]]:
     def run(params: Any, x: Array, key: Array) -> dict[str, Array]:
         k_is, k_elbo = jax.random.split(key)
@@ -99,7 +113,10 @@ def _chunk_fn(
             "mean": posterior_mean(view.posterior),
         }
 
-    return jax.jit(run)
+    if mesh is None:
+        return jax.jit(run)
+    # Results come back replicated so that every process (multi-host) can read them.
+    return jax.jit(run, out_shardings=replicated_sharding(mesh))
 
 
 def _check_log_likelihood(ll: np.ndarray) -> None:
@@ -129,6 +146,7 @@ def evaluate_model(
     data_chunk: int = 100,
     elbo_samples: int = 1,
     progress: bool = False,
+    mesh: Mesh | None = None,
 ) -> Evaluation:
     """Importance-sampled log-likelihood, ELBO terms and posterior-mean activity of a data set.
 
@@ -146,6 +164,12 @@ def evaluate_model(
       data_chunk: examples per compiled call; the last chunk is padded and trimmed.
       elbo_samples: samples for the reconstruction term (KL is closed form where possible).
       progress: show a tqdm bar over chunks.
+      mesh: a data mesh (`vi_jax.training.make_data_mesh`, or one spanning processes):
+        each chunk's examples are split over its `"data"` axis (`data_chunk` is rounded
+        up to a multiple of its size) and `params` replicated. The random draws do not
+        depend on the layout (partitionable threefry), so the per-example results equal
+        the one-device run up to floating-point reduction order. In a multi-host run
+        every process passes the same `data` and gets every result.
 
     Returns:
       `Evaluation` with per-example `[N]` arrays; `.summary()` gives means in nats.
@@ -163,19 +187,27 @@ def evaluate_model(
     check_finite(data, "data")
     n = int(jnp.shape(data)[0])
     data_chunk = min(data_chunk, n)
-    run = _chunk_fn(model_fn, num_samples, min(sample_chunk, num_samples), elbo_samples)
+    if mesh is not None:
+        mesh = check_mesh(mesh)
+        ways = data_parallel_size(mesh)
+        data_chunk = -(-data_chunk // ways) * ways
+        params = replicate(params, mesh)
+    run = _chunk_fn(model_fn, num_samples, min(sample_chunk, num_samples), elbo_samples, mesh)
     starts = range(0, n, data_chunk)
     if progress:
         from vi_jax._progress import tqdm
 
         starts = tqdm(starts, desc=f"evaluate (K={num_samples})", unit="chunk", leave=False)
     outs: dict[str, list[np.ndarray]] = {}
-    data = jnp.asarray(data)
+    data = jnp.asarray(data) if mesh is None else np.asarray(data)
+    xp = jnp if mesh is None else np
     for i, start in enumerate(starts):
         x = data[start : start + data_chunk]
         size = x.shape[0]
         if size < data_chunk:  # pad, so that one compiled program serves every chunk
-            x = jnp.concatenate([x, jnp.repeat(x[-1:], data_chunk - size, axis=0)])
+            x = xp.concatenate([x, xp.repeat(x[-1:], data_chunk - size, axis=0)])
+        if mesh is not None:
+            x = _shard_chunk(x, mesh)
         res = run(params, x, jax.random.fold_in(key, i))
         for name, value in res.items():
             outs.setdefault(name, []).append(np.asarray(value)[:size])
@@ -189,6 +221,11 @@ def evaluate_model(
         kl=cat["kl"],
         posterior_mean_variance=np.var(cat["mean"], axis=0),
     )
+
+
+def _shard_chunk(x: np.ndarray, mesh: Mesh) -> Array:
+    # Each device (of every process) receives only its block of the chunk's examples.
+    return jax.make_array_from_callback(x.shape, batch_sharding(mesh), lambda index: x[index])
 
 
 def model_active_units(

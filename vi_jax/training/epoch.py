@@ -28,6 +28,7 @@ from vi_jax.training.sharding import (
     batch_sharding,
     check_batch_divisible,
     check_mesh,
+    place_data,
     replicate,
     replicated_sharding,
 )
@@ -298,7 +299,7 @@ class EpochFn:
     def lower(self, state: PyTree, data: PyTree, key: Any) -> jax.stages.Lowered:
         """Lowers the epoch for these arguments (inspect its HLO or `.compile()` it)."""
         if self.mesh is not None:
-            state, data = replicate((state, data), self.mesh)
+            state, data = replicate(state, self.mesh), place_data(data, self.mesh)
         return self._jitted.lower(self._plan, state, data, as_typed_key(key))
 
     def __call__(self, state: PyTree, data: PyTree, key: Any) -> tuple[PyTree, EpochMetrics]:
@@ -321,7 +322,7 @@ class EpochFn:
             )
         key = as_typed_key(key)
         if self.mesh is not None:
-            state, data = replicate((state, data), self.mesh)
+            state, data = replicate(state, self.mesh), place_data(data, self.mesh)
         return self._jitted(self._plan, state, data, key)
 
 

@@ -33,7 +33,7 @@ from vi_jax.training.epoch import (
     make_epoch_fn,
     num_examples_of,
 )
-from vi_jax.training.sharding import replicate
+from vi_jax.training.sharding import place_data, replicate
 from vi_jax.types import Array, PyTree, TrainStep
 
 EvalFn = Callable[[PyTree, int], Mapping[str, Any]]
@@ -250,7 +250,7 @@ def fit(
         preprocess=preprocess,
         mesh=mesh,
     )
-    data = replicate(data, epoch_fn.mesh)
+    data = place_data(data, epoch_fn.mesh)
     check_data_finite(data)
     # A private copy: the compiled epoch donates its input state, and the caller's `state`
     # must survive (e.g. to start another run from it).
@@ -357,7 +357,8 @@ class _RunFiles:
         return None if self.checkpointer is None else self.checkpointer.latest_epoch()
 
     def append(self, record: dict[str, Any]) -> None:
-        if self.metrics_path is not None:
+        # In a multi-host run every process has the same record; one writes it.
+        if self.metrics_path is not None and jax.process_index() == 0:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 

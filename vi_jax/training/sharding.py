@@ -146,3 +146,77 @@ def shard_batch(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
                 f"number of devices on the {DATA_AXIS!r} mesh axis ({n})."
             )
     return jax.device_put(tree, sharding)
+
+
+def _on_mesh(leaf: Any, mesh: Mesh) -> bool:
+    sharding = getattr(leaf, "sharding", None)
+    return (
+        isinstance(sharding, NamedSharding)
+        and sharding.mesh.devices.shape == mesh.devices.shape
+        and all(a == b for a, b in zip(sharding.mesh.devices.flat, mesh.devices.flat, strict=True))
+    )
+
+
+def place_data(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
+    """Replicates a data set over `mesh`, leaving arrays already laid out on it alone.
+
+    A data set that `shard_rows` split over the mesh (each device, or each process in a
+    multi-host run, holding only its rows) keeps that layout: replicating it would copy
+    every row to every device, which is what per-host sharding exists to avoid.
+
+    Args:
+      tree: A pytree of arrays `[N, ...]`.
+      mesh: A data mesh; None puts the arrays on the default device.
+
+    Returns:
+      The same pytree as device arrays: the leaves already on `mesh` unchanged, the
+      others replicated.
+    """
+    if mesh is None:
+        return jax.device_put(tree)
+    mesh = check_mesh(mesh)
+    return jax.tree.map(
+        lambda leaf: (
+            leaf if _on_mesh(leaf, mesh) else jax.device_put(leaf, replicated_sharding(mesh))
+        ),
+        tree,
+    )
+
+
+def shard_rows(x: np.ndarray, mesh: Mesh) -> jax.Array:
+    """Lays the rows of a host array out over mesh axis `"data"`; each process keeps its own.
+
+    Every process passes the same `x` (loaded deterministically); only the rows that
+    belong to this process's devices are copied to devices, so device memory holds
+    `N / data_parallel_size(mesh)` rows per device and no device holds the whole set.
+
+    Args:
+      x: `[N, ...]` host array, identical on every process.
+      mesh: A data mesh; `N` must be divisible by its `"data"` size.
+
+    Returns:
+      A global `jax.Array` `[N, ...]` sharded `P("data")`.
+
+    Raises:
+      ValueError: if `N` is not divisible by the number of devices on the mesh.
+    """
+    mesh = check_mesh(mesh)
+    n = data_parallel_size(mesh)
+    if np.shape(x)[0] % n:
+        raise ValueError(
+            f"The number of training examples ({np.shape(x)[0]}) must be divisible by the "
+            f"number of devices ({n}) to shard the data set over them; choose "
+            "`train_examples` (--train-examples) accordingly."
+        )
+    x = np.asarray(x)
+    # The callback is asked only for the slices of this process's devices.
+    return jax.make_array_from_callback(x.shape, batch_sharding(mesh), lambda index: x[index])
+
+
+def resident_rows(x: jax.Array) -> int:
+    """Rows of `x` held in this process's device memory, every copy counted.
+
+    A data set replicated over 4 local devices counts `4 N`; one sharded over a
+    2-process, 4-device mesh counts `N / 2` on each process.
+    """
+    return sum(int(s.data.shape[0]) for s in x.addressable_shards)
