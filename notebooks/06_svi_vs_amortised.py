@@ -216,6 +216,7 @@ gap_summary, gap_table = experiment.gaps(
     num_examples=200 if FULL else 40,
     num_is_samples=1000 if FULL else 300,
     svi_steps=400 if FULL else 100,
+    progress=False,
 )
 print(gap_table)
 # The amortisation gap is an expectation of a non-negative quantity (q* is optimised

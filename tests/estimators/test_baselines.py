@@ -16,7 +16,7 @@ from vi_jax.estimators import baselines
 def test_debiased_value_is_the_weighted_mean_of_observations():
     obs = jnp.array([6.0, 2.0, 5.0])
     for heuristic in (False, True):
-        state = vj.MovingAverage.init(decay=0.9, early_decay_heuristic=heuristic)
+        state = vj.estimators.MovingAverage.init(decay=0.9, early_decay_heuristic=heuristic)
         decays = []
         for o in obs:
             decays.append(float(state.step_decay()))
@@ -29,54 +29,58 @@ def test_debiased_value_is_the_weighted_mean_of_observations():
 
 
 def test_jit_vmap_grad_and_scan():
-    state = vj.MovingAverage.init((2,), decay=0.5)
+    state = vj.estimators.MovingAverage.init((2,), decay=0.5)
     step = jax.jit(lambda s, o: s.update(o))
     new = step(state, jnp.array([1.0, 3.0]))
     np.testing.assert_allclose(new.value(), [1.0, 3.0])
     assert new.decay == 0.5 and int(new.count) == 1
-    values = jax.vmap(lambda o: vj.MovingAverage.init().update(o).value())(jnp.arange(3.0))
+    values = jax.vmap(lambda o: vj.estimators.MovingAverage.init().update(o).value())(
+        jnp.arange(3.0)
+    )
     np.testing.assert_allclose(values, [0.0, 1.0, 2.0])
     # the baseline carries no gradient (it is held by stop_gradient)
-    assert jax.grad(lambda o: vj.MovingAverage.init().update(o).value())(1.0) == 0.0
+    assert jax.grad(lambda o: vj.estimators.MovingAverage.init().update(o).value())(1.0) == 0.0
     final, _ = jax.lax.scan(lambda s, o: (s.update(o), None), state, jnp.ones((4, 2)))
     np.testing.assert_allclose(final.value(), [1.0, 1.0], rtol=1e-6)
 
 
 def test_aliases_and_refusals():
-    b, state = baselines.moving_average_baseline(vj.moving_average_init(), 2.0)
+    b, state = baselines.moving_average_baseline(vj.estimators.moving_average_init(), 2.0)
     assert float(b) == 2.0 and state.decay == 0.99
-    np.testing.assert_allclose(vj.update_moving_average(1.0, 3.0, 0.5), 2.0)
+    np.testing.assert_allclose(vj.estimators.update_moving_average(1.0, 3.0, 0.5), 2.0)
     with pytest.raises(ValueError, match="`decay`"):
-        vj.MovingAverage.init(decay=1.0)
+        vj.estimators.MovingAverage.init(decay=1.0)
     with pytest.raises(ValueError, match="`initial_value`"):
-        vj.MovingAverage.init(initial_value=1.0)
-    assert float(vj.MovingAverage.init(initial_value=1.0, zero_debias=False).value()) == 1.0
-    bad = dataclasses.replace(vj.MovingAverage.init(), decay=2.0)
+        vj.estimators.MovingAverage.init(initial_value=1.0)
+    assert (
+        float(vj.estimators.MovingAverage.init(initial_value=1.0, zero_debias=False).value()) == 1.0
+    )
+    bad = dataclasses.replace(vj.estimators.MovingAverage.init(), decay=2.0)
     with pytest.raises(ValueError, match="`decay`"):
         bad.update(1.0)
 
 
 def test_estimators_accept_the_state_as_baseline():
-    state = vj.MovingAverage.init((2,)).update(jnp.array([-1.0, 2.0]))
+    state = vj.estimators.MovingAverage.init((2,)).update(jnp.array([-1.0, 2.0]))
 
     def lj(z):
         return -0.5 * jnp.sum((z - 1.0) ** 2, -1)
 
     def grads(baseline):
         def surrogate(loc):
-            q = vj.diag_normal_log_scale((loc, jnp.zeros((2, 3))))
+            q = vj.estimators.diag_normal_log_scale((loc, jnp.zeros((2, 3))))
             return vj.elbo_score_function(jax.random.key(0), lj, q, 8, baseline=baseline).sum()
 
         return jax.jit(jax.grad(surrogate))(jnp.zeros((2, 3)))
 
     np.testing.assert_allclose(grads(state), grads(state.value()), rtol=1e-6)
     assert not np.allclose(grads(state), grads(None))
-    scalar = vj.MovingAverage.init().update(3.0)
+    scalar = vj.estimators.MovingAverage.init().update(3.0)
     params = (jnp.zeros(3), jnp.zeros(3))
-    a = vj.score_function_jacobians(
-        jax.random.key(1), jnp.sum, params, vj.diag_normal_log_scale, 4, baseline=scalar
+    a = vj.estimators.score_function_jacobians(
+        jax.random.key(1), jnp.sum, params, vj.estimators.diag_normal_log_scale, 4, baseline=scalar
     )
-    b = vj.score_function_jacobians(
-        jax.random.key(1), jnp.sum, params, vj.diag_normal_log_scale, 4, baseline=3.0
+    b = vj.estimators.score_function_jacobians(
+        jax.random.key(1), jnp.sum, params, vj.estimators.diag_normal_log_scale, 4, baseline=3.0
     )
     np.testing.assert_allclose(a[0], b[0], rtol=1e-6)

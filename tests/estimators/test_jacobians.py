@@ -15,7 +15,7 @@ PARAMS = {"loc": LOC, "log_scale": LOG_SCALE}
 
 
 def _builder(params):
-    return vj.diag_normal_log_scale((params["loc"], params["log_scale"]))
+    return vj.estimators.diag_normal_log_scale((params["loc"], params["log_scale"]))
 
 
 def _sin(z):
@@ -32,7 +32,11 @@ TRUE = {
 
 @pytest.mark.parametrize(
     "estimator",
-    [vj.score_function_jacobians, vj.pathwise_jacobians, vj.measure_valued_param_jacobians],
+    [
+        vj.estimators.score_function_jacobians,
+        vj.estimators.pathwise_jacobians,
+        vj.estimators.measure_valued_param_jacobians,
+    ],
 )
 def test_unbiased_under_jit_with_vmap_and_grad(estimator):
     k = 4000
@@ -52,13 +56,13 @@ def test_unbiased_under_jit_with_vmap_and_grad(estimator):
 def test_refusals():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="`num_samples`"):
-        vj.score_function_jacobians(key, _sin, PARAMS, _builder, 0)
+        vj.estimators.score_function_jacobians(key, _sin, PARAMS, _builder, 0)
     with pytest.raises(ValueError, match="`function`"):
-        vj.pathwise_jacobians(key, lambda z: z, PARAMS, _builder, 2)
+        vj.estimators.pathwise_jacobians(key, lambda z: z, PARAMS, _builder, 2)
     with pytest.raises(ValueError, match="`scale`"):
-        vj.measure_valued_jacobians(key, _sin, LOC, -SCALE, 2)
-    nan = jax.jit(lambda s: vj.measure_valued_jacobians(key, _sin, LOC, s, 2))(-SCALE)
+        vj.estimators.measure_valued_jacobians(key, _sin, LOC, -SCALE, 2)
+    nan = jax.jit(lambda s: vj.estimators.measure_valued_jacobians(key, _sin, LOC, s, 2))(-SCALE)
     assert bool(jnp.all(jnp.isnan(nan[1])))
     np.testing.assert_array_equal(
-        vj.measure_valued_jacobians(key, _sin, LOC, SCALE, 2)[0].shape, (2, 2)
+        vj.estimators.measure_valued_jacobians(key, _sin, LOC, SCALE, 2)[0].shape, (2, 2)
     )

@@ -147,18 +147,26 @@ def _within_4se(a, b):
 
 
 def row_score_function_jacobians():
-    ours = _jit(lambda p: vj.score_function_jacobians(KEY, f, p, vj.diag_normal_log_scale, K))
+    ours = _jit(
+        lambda p: vj.estimators.score_function_jacobians(
+            KEY, f, p, vj.estimators.diag_normal_log_scale, K
+        )
+    )
     _close(ours, _jit(lambda p: optax_score_function_jacobians(f, p, KEY, K)))
 
 
 def row_pathwise_jacobians():
-    ours = _jit(lambda p: vj.pathwise_jacobians(KEY, f, p, vj.diag_normal_log_scale, K))
+    ours = _jit(
+        lambda p: vj.estimators.pathwise_jacobians(
+            KEY, f, p, vj.estimators.diag_normal_log_scale, K
+        )
+    )
     _close(ours, _jit(lambda p: optax_pathwise_jacobians(f, p, KEY, K)))
 
     # ... and what `elbo_pathwise` computes instead: grad (E[f] + H[q]), the log-scale
     # gradients off by the entropy's d H / d log-scale = +1.
     def elbo(params):
-        q = vj.diag_normal_log_scale(params)
+        q = vj.estimators.diag_normal_log_scale(params)
         return vj.elbo_pathwise(KEY, lambda z: jax.vmap(f)(z), q, K)
 
     grads = _jit(jax.grad(elbo))
@@ -169,23 +177,25 @@ def row_measure_valued_jacobians():
     n = 20000
 
     def both(p):
-        ours = vj.measure_valued_param_jacobians(KEY, f, p, vj.diag_normal_log_scale, n)
+        ours = vj.estimators.measure_valued_param_jacobians(
+            KEY, f, p, vj.estimators.diag_normal_log_scale, n
+        )
         optax = optax_measure_valued_jacobians(f, p, jax.random.key(4), n)
         # The (loc, scale) form: scale gradients, times the scale for log-scale ones.
-        g_loc, g_scale = vj.measure_valued_jacobians(KEY, f, p[0], jnp.exp(p[1]), n)
+        g_loc, g_scale = vj.estimators.measure_valued_jacobians(KEY, f, p[0], jnp.exp(p[1]), n)
         return ours, optax, (g_loc, g_scale * jnp.exp(p[1]))
 
     ours, optax, loc_scale = _jit(both)
     _within_4se(ours, optax)
     _close(loc_scale, ours)
     with pytest.raises(ValueError, match="`scale`"):
-        vj.measure_valued_jacobians(KEY, f, PARAMS[0], PARAMS[1], n)  # a log-scale
+        vj.estimators.measure_valued_jacobians(KEY, f, PARAMS[0], PARAMS[1], n)  # a log-scale
 
 
 def row_control_delta_method():
     delta, expected = optax_delta(f)
-    q = vj.diag_normal_log_scale(PARAMS)
-    cv = vj.control_delta(f)(q)
+    q = vj.estimators.diag_normal_log_scale(PARAMS)
+    cv = vj.estimators.control_delta(f)(q)
     x = optax_sample(PARAMS, KEY, 5)
     _close([jax.vmap(cv.function)(x)], [jax.vmap(lambda x: delta(PARAMS, x))(x)])
     _close([cv.expectation(q)], [expected(PARAMS)])
@@ -195,7 +205,9 @@ def row_moving_avg_baseline():
     observations = [6.0, 2.0, 5.0]
     for zero_debias in (False, True):
         state, optax_state = (
-            vj.MovingAverage.init(decay=0.99, zero_debias=zero_debias, early_decay_heuristic=True),
+            vj.estimators.MovingAverage.init(
+                decay=0.99, zero_debias=zero_debias, early_decay_heuristic=True
+            ),
             (0.0, 0),
         )
         for step, obs in enumerate(observations):
@@ -211,9 +223,9 @@ def row_moving_avg_baseline():
 
 
 def row_control_variates_jacobians():
-    ours = _jit(lambda p: vj.control_variates_jacobians(
-        KEY, f, vj.control_delta(f), vj.score_function_jacobians, p,
-        vj.diag_normal_log_scale, 4000,
+    ours = _jit(lambda p: vj.estimators.control_variates_jacobians(
+        KEY, f, vj.estimators.control_delta(f), vj.estimators.score_function_jacobians, p,
+        vj.estimators.diag_normal_log_scale, 4000,
     ))  # fmt: skip
     optax = _jit(lambda p: optax_control_variates_jacobians(f, p, KEY, 4000))
     # The log-scale rows agree exactly; the mean rows differ by a zero-mean term (optax
@@ -224,9 +236,9 @@ def row_control_variates_jacobians():
 
 def row_estimate_control_variate_coefficients():
     cv_key = jax.random.split(KEY)[0]  # optax split its rng internally
-    ours = _jit(lambda p: vj.estimate_control_variate_coefficients(
-        cv_key, f, vj.control_delta(f), vj.score_function_jacobians, p,
-        vj.diag_normal_log_scale, 20,
+    ours = _jit(lambda p: vj.estimators.estimate_control_variate_coefficients(
+        cv_key, f, vj.estimators.control_delta(f), vj.estimators.score_function_jacobians, p,
+        vj.estimators.diag_normal_log_scale, 20,
     ))  # fmt: skip
     _close(ours, _jit(lambda p: optax_coefficients(f, p, KEY, 20)))
 

@@ -59,10 +59,14 @@ import pytest
 
 import vi_jax as vj
 
-SF, PW, MV = vj.score_function_jacobians, vj.pathwise_jacobians, vj.measure_valued_param_jacobians
+SF, PW, MV = (
+    vj.estimators.score_function_jacobians,
+    vj.estimators.pathwise_jacobians,
+    vj.estimators.measure_valued_param_jacobians,
+)
 ESTIMATORS = {"score_function": SF, "pathwise": PW, "measure_valued": MV}
 KEY = jax.random.key(1)
-BUILDER = vj.diag_normal_log_scale
+BUILDER = vj.estimators.diag_normal_log_scale
 
 NUM_SAMPLES = {"score_function": 5 * 10**5, "measure_valued": 10**5, "pathwise": 5 * 10**4}
 WEIGHTED_NUM_SAMPLES = {
@@ -296,7 +300,7 @@ def test_delta_quadratic_function():
     def run(key, params):
         function = lambda x: jnp.sum(x**2)  # noqa: E731
         q = BUILDER(params)
-        cv = vj.control_delta(function)(q)
+        cv = vj.estimators.control_delta(function)(q)
         samples = q.sample(seed=key, sample_shape=(k,))
         f = jnp.sum(samples**2, axis=1)
         return jax.vmap(cv.function)(samples).mean(), cv.expectation(q), f.mean(), f.std()
@@ -320,7 +324,7 @@ def test_delta_polynomial_and_non_polynomial_functions():
             ("polynomial", lambda x: jnp.sum(x**5)),
             ("non_polynomial", lambda x: jnp.sum(jnp.log(x**2))),
         ):
-            cv = vj.control_delta(function)(q)
+            cv = vj.estimators.control_delta(function)(q)
             h = jax.vmap(cv.function)(samples)
             out[name] = h.mean(), h.std(ddof=1) / math.sqrt(k), cv.expectation(q)
         return out
@@ -344,7 +348,7 @@ def _weighted_sum(x):
 
 
 def _moving_average(start, count, decay, heuristic, zero_debias=False):
-    state = vj.MovingAverage.init(
+    state = vj.estimators.MovingAverage.init(
         decay=decay,
         zero_debias=zero_debias,
         early_decay_heuristic=heuristic,
@@ -394,7 +398,7 @@ def test_moving_average_debiasing_is_right_where_optax_was_wrong():
         value = (0.9 * value + 0.1 * 6.0) / (1.0 - 0.9 ** (i + 1))
         optax_values.append(value)
     np.testing.assert_allclose(optax_values, [6.0, 31.58, 107.1], rtol=1e-3)
-    state, ours = vj.MovingAverage.init(decay=0.9), []
+    state, ours = vj.estimators.MovingAverage.init(decay=0.9), []
     for _ in range(3):
         state = state.update(6.0)
         ours.append(float(state.value()))
@@ -413,10 +417,10 @@ def _power_runner(dims, k):
         f = functools.partial(_power, theta=theta)
         return {
             (name, estimate): _summary(
-                vj.control_variates_jacobians(
+                vj.estimators.control_variates_jacobians(
                     key,
                     f,
-                    vj.control_delta(f),
+                    vj.estimators.control_delta(f),
                     est,
                     params,
                     BUILDER,
@@ -470,7 +474,7 @@ def _baseline(function, params):
     # early-training heuristic made the baseline their mean f, a baseline that depends on
     # the samples). CHANGED: the same mean from independent draws.
     draws = BUILDER(params).sample(seed=jax.random.key(2), sample_shape=(10**4,))
-    state = vj.MovingAverage.init(early_decay_heuristic=True)
+    state = vj.estimators.MovingAverage.init(early_decay_heuristic=True)
     return state.update(jnp.mean(jax.vmap(function)(draws)))
 
 
@@ -486,10 +490,10 @@ def _consistency_runner(function, k_delta, k_baseline):
         out = {}
         for name, est in ESTIMATORS.items():
             for cv, control, k in (
-                ("control_delta_method", vj.control_delta(function), k_delta),
+                ("control_delta_method", vj.estimators.control_delta(function), k_delta),
                 ("moving_avg_baseline", baseline, k_baseline),
             ):
-                jac = vj.control_variates_jacobians(
+                jac = vj.estimators.control_variates_jacobians(
                     cv_key, function, control, est, params, BUILDER, k
                 )
                 # optax: "a different random number generator for the gradient estimator

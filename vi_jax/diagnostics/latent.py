@@ -5,7 +5,7 @@ from __future__ import annotations
 import distrax
 import jax.numpy as jnp
 
-from vi_jax.estimators import _kl
+from vi_jax.estimators import kl as _kl
 from vi_jax.types import Array
 
 

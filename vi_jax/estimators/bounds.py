@@ -18,7 +18,8 @@ import distrax
 import jax.numpy as jnp
 
 from vi_jax._validation import check_finite_float
-from vi_jax.estimators import _common, _kl, _logspace
+from vi_jax.estimators import _common, _logspace
+from vi_jax.estimators import kl as _kl
 from vi_jax.types import Array, LogJoint
 
 

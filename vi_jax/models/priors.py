@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vi_jax._validation import check_positive_float
-from vi_jax.estimators import _kl
+from vi_jax.estimators import kl as _kl
 from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
 from vi_jax.models.networks import as_rngs, check_width
 
