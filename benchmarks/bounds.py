@@ -96,7 +96,7 @@ def _slope(ks, snrs, ses) -> tuple[float, float]:
     return float(slope), float(1.0 / math.sqrt(sxx))
 
 
-def snr_study(ks: list[int], n: int, bar) -> dict[str, Any]:
+def snr_study(ks: list[int], n: int, bar, splits_of: tuple[int, ...] = (0, 8, 1)) -> dict[str, Any]:
     import vi_jax.estimators as vie
     from vi_jax.estimators import multisample as ms
 
@@ -123,7 +123,9 @@ def snr_study(ks: list[int], n: int, bar) -> dict[str, Any]:
              "phi_theory": theory_phi}
         )  # fmt: skip
     budget = max(ks)
-    splits = [(m, budget // m) for m in (budget, 8, 1) if budget % m == 0 and m <= budget]
+    # M = 0 stands for M = budget (one sample per group).
+    ms_ = [budget if m == 0 else m for m in splits_of]
+    splits = [(m, budget // m) for m in ms_ if budget % m == 0 and m <= budget]
     split_rows = []
     for m, k in dict.fromkeys(splits):
         for name, fn in (("MIWAE", ms.miwae_pathwise), ("PIWAE", ms.piwae_pathwise)):
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ks, args.snr_draws = [1, 4], 200
         args.dataset, args.mnist_epochs, args.mnist_train = "synthetic", 1, 200
         args.budget, args.groups, args.batch_size = 4, 2, 50
-        args.runs = args.runs or ["VAE", "PIWAE", "RWS"]
+        args.runs = args.runs or ["PIWAE"]
         args.latent, args.hidden, args.eval_samples, args.eval_examples = 2, (16,), 20, 20
     else:
         ks = [1, 4, 16, 64, 256]
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.latent, args.hidden, args.eval_samples, args.eval_examples = 50, (200, 200), 1000, 500
     out = common.out_dir(NAME, args.out)
     with tqdm(total=2 * len(ks) + 6 + len(MNIST_RUNS), desc=NAME, disable=None) as bar:
-        snr = snr_study(ks, args.snr_draws, bar)
+        snr = snr_study(ks, args.snr_draws, bar, (1,) if args.quick else (0, 8, 1))
         mnist = mnist_study(args, out, bar)
     files = plots(out, snr)
     tables = {
