@@ -38,7 +38,7 @@ PAPER_LOG_PX = {
 }
 
 
-def _snr_draws(fn, k: int, n: int, seed: int = 0):
+def snr_draws(fn, k: int, n: int, seed: int = 0):
     """[n, 20] gradient draws of d/dmu and d/db on Rainforth et al.'s model."""
     import distrax
     import jax
@@ -103,7 +103,7 @@ def snr_study(ks: list[int], n: int, bar, splits_of: tuple[int, ...] = (0, 8, 1)
     rows = []
     for name, fn in (("IWAE", vie.iwae_pathwise), ("IWAE-DReG", vie.iwae_dreg)):
         for k in ks:
-            gm, gb = _snr_draws(fn, k, n)
+            gm, gb = snr_draws(fn, k, n)
             (st, st_se), (sp, sp_se) = _snr(gm), _snr(gb)
             rows.append(
                 {"estimator": name, "K": k, "theta_snr": st, "theta_se": st_se,
@@ -130,7 +130,7 @@ def snr_study(ks: list[int], n: int, bar, splits_of: tuple[int, ...] = (0, 8, 1)
     for m, k in dict.fromkeys(splits):
         for name, fn in (("MIWAE", ms.miwae_pathwise), ("PIWAE", ms.piwae_pathwise)):
             est = lambda kk, lj, q, kk_, fn=fn, m=m: fn(kk, lj, q, kk_, num_groups=m)  # noqa: E731
-            gm, gb = _snr_draws(est, k, n)
+            gm, gb = snr_draws(est, k, n)
             (st, _), (sp, _) = _snr(gm), _snr(gb)
             split_rows.append({"objective": f"{name}({m},{k})", "M": m, "K": k,
                                "theta_snr": st, "phi_snr": sp})  # fmt: skip
