@@ -54,6 +54,14 @@ class CheckpointCorruptError(ValueError):
     """A checkpoint failed its integrity check (or no intact checkpoint is left)."""
 
 
+def _barrier(name: str) -> None:
+    """Waits for every process (a no-op in a single process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def make_run_dir(run_dir: str | os.PathLike[str], name: str = "run_dir") -> str:
     """Creates `run_dir` (absolute path returned); refuses a path that is a file."""
     run_dir = os.path.abspath(os.fspath(run_dir))
@@ -286,7 +294,13 @@ class Checkpointer:
         self._manager.wait_until_finished()
         _fault_delay("before_manifest")
         if self.verified:
-            write_manifest(self.step_dir(epoch), epoch)
+            # Several processes save one checkpoint together: every process's files must be
+            # final before process 0 hashes them, and no process may go on (and perhaps
+            # restore) before the manifest exists.
+            _barrier(f"vi_jax_checkpoint_{epoch}_saved")
+            if jax.process_index() == 0:
+                write_manifest(self.step_dir(epoch), epoch)
+            _barrier(f"vi_jax_checkpoint_{epoch}_manifest")
         _fault_delay("after_manifest")
 
     def restore(self, state_like: PyTree, epoch: int | None = None) -> Checkpoint:
