@@ -224,7 +224,7 @@ class Checkpointer:
         epochs = self.epochs()
         if not epochs:
             return None
-        faults = []
+        faults: list[tuple[int, str]] = []
         for epoch in reversed(epochs):
             fault = self.verify(epoch)
             if fault is None:
