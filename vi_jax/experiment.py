@@ -250,7 +250,7 @@ def check_rerun(
         which change the parameters' shapes, are refused anyway).
 
     Returns:
-      `{field: (saved, requested)}` of the differences (empty for a new run).
+      A dict field -> (saved, requested) of the differences (empty for a new run).
 
     Raises:
       ConfigChangeError: on a difference that changes the run without

@@ -264,7 +264,7 @@ def disarm(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples
     """DisARM (Dong, Mnih & Tucker 2020): ARM with the augmenting uniforms integrated out.
 
     Same antithetic pair (b, b~) as `arm`; the logit gradient is
-    g = 1/2 (f(b) - f(b~)) (-1)^{b~} 1[b != b~] sigma(|l|): zero wherever the pair agrees,
+    g = 1/2 (f(b) - f(b~)) (-1)^{b~} 1[b != b~] sigma(abs(l)): zero wherever the pair agrees,
     unbiased, and its variance is never above ARM's (Rao-Blackwellisation).
 
     Args:
