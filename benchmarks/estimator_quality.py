@@ -144,6 +144,7 @@ def gradient_study(ks: list[int], reps: int, bar) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, est in estimators.items():
         rows = []
+        compiled = {}  # one program per K, shared by both places q is evaluated at
         for where, phi, kgrid in (
             ("perturbed q", perturbed_phi, ks),
             ("exact posterior", exact_phi, [ks[-1]]),
@@ -151,9 +152,14 @@ def gradient_study(ks: list[int], reps: int, bar) -> dict[str, Any]:
             for K in kgrid:
                 if name in ("score_function_loo", "vimco") and K < 2:
                     continue
+                if K not in compiled:
+                    g_fn = jax.grad(
+                        lambda th, ph, k, K=K, est=est: surrogate(est, K, k, th, ph),
+                        argnums=(0, 1),
+                    )
+                    compiled[K] = jax.jit(jax.vmap(g_fn, in_axes=(None, None, 0)))
                 keys = jax.random.split(jax.random.key(100 + K), reps)
-                g_fn = jax.grad(lambda th, ph, k: surrogate(est, K, k, th, ph), argnums=(0, 1))
-                gt, gp = jax.jit(jax.vmap(g_fn, in_axes=(None, None, 0)))(theta, phi, keys)
+                gt, gp = compiled[K](theta, phi, keys)
                 rows.append({"where": where, "K": K, **summarize({"theta": gt, "phi": gp})})
             bar.update(1)
         results[name] = rows
@@ -221,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from vi_jax.estimators.gradients import ESTIMATORS
 
     if args.quick:
-        ks, reps, d, gks, greps = [1, 8], 32, 0, [4], 32
+        ks, reps, d, gks, greps = [4], 32, 0, [4], 32
     else:
         ks, reps, d, gks, greps = (
             [1, 4, 16, 64, 256, 1024],

@@ -24,16 +24,13 @@ def _finite_numbers(obj):
             yield from _finite_numbers(v)
 
 
-@pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    assert bench_main(["--all", "--quick", "--out", str(root)]) == 0
+def _run_quick(name, root):
+    assert bench_main([name, "--quick", "--out", str(root / name)]) == 0
     return root
 
 
-@pytest.mark.parametrize("name", sorted(BENCHMARKS))
-def test_quick_outputs(quick_runs, name):
-    d = quick_runs / name
+def _check_outputs(root, name):
+    d = root / name
     for f in (f"{name}.json", f"{name}.md", "results.md"):
         assert (d / f).is_file() and (d / f).stat().st_size > 0, f
     assert list(d.glob("*.png")), "no plot written"
@@ -45,7 +42,7 @@ def test_quick_outputs(quick_runs, name):
     assert nums and all(math.isfinite(v) for v in nums)
 
 
-def test_training_speed_sane(quick_runs):
+def _check_training_speed_sane(quick_runs):
     res = json.loads((quick_runs / "training_speed" / "training_speed.json").read_text())["results"]
     for name in ("vi_jax", "hand-written JAX"):
         r = res[name]
@@ -57,7 +54,7 @@ def test_training_speed_sane(quick_runs):
     assert res["ratio_vi_jax_over_handwritten"] > 0
 
 
-def test_throughput_numpyro_sane(quick_runs):
+def _check_throughput_numpyro_sane(quick_runs):
     payload = json.loads(
         (quick_runs / "throughput_numpyro" / "throughput_numpyro.json").read_text()
     )
@@ -102,7 +99,7 @@ def test_throughput_numpyro_sane(quick_runs):
                 assert i["loss_mean"] < e["loss_mean"] + 5 * math.hypot(i["loss_se"], e["loss_se"])
 
 
-def test_iwae_table_sane(quick_runs, capsys):
+def _check_iwae_table_sane(quick_runs, capsys):
     d = quick_runs / "iwae_table"
     rows = json.loads((d / "iwae_table.json").read_text())["results"]["rows"]
     assert {r["cell"] for r in rows} == {"vae-k1", "iwae_dreg-k5"}
@@ -137,7 +134,7 @@ def test_iwae_table_refusals(tmp_path):
         iwae_table.main(["--quick", "--cell", "vae-k1", "--out", str(tmp_path)])
 
 
-def test_families_sane(quick_runs):
+def _check_families_sane(quick_runs):
     res = json.loads((quick_runs / "families" / "families.json").read_text())["results"]
     banana = res["banana"]
     # quadrature against the closed form log Z = 2
@@ -147,7 +144,7 @@ def test_families_sane(quick_runs):
         assert stats["kl"] > -4 * stats["elbo_stderr"]
 
 
-def test_training_speed_roofline_and_iwae_model(quick_runs):
+def _check_training_speed_roofline_and_iwae_model(quick_runs):
     res = json.loads((quick_runs / "training_speed" / "training_speed.json").read_text())["results"]
     assert res["peak_matmul"]["flops_per_s"] > 0
     for r in (res, res["iwae_model"]):
@@ -159,7 +156,7 @@ def test_training_speed_roofline_and_iwae_model(quick_runs):
             assert r[name]["median_s_per_step"] > 0
 
 
-def test_evaluation_sane(quick_runs):
+def _check_evaluation_sane(quick_runs):
     res = json.loads((quick_runs / "evaluation" / "evaluation.json").read_text())["results"]
     legs = res["legs"]
     assert set(legs) == {"vi_jax", "hand-written (jax.nn.softplus)", "hand-written (max+log1p)"}
@@ -172,7 +169,7 @@ def test_evaluation_sane(quick_runs):
     assert res["ratio_vi_jax_over_handwritten_time"] > 0
 
 
-def test_gpu_suite_helpers(quick_runs):
+def test_gpu_suite_helpers():
     from benchmarks import gpu_suite
 
     got = gpu_suite.extrapolate_passes([10.0, 2.0, 4.0, 3.0])
@@ -182,13 +179,17 @@ def test_gpu_suite_helpers(quick_runs):
         gpu_suite.extrapolate_passes([])
     cmd = gpu_suite.install_command("wheels")
     assert cmd[-4:] == ["install", "--no-index", "--find-links", "wheels"]
-    # Every part's summary line, from the results the quick runs wrote.
-    for part in ("training_speed", "throughput_numpyro", "evaluation"):
-        res = json.loads((quick_runs / part / f"{part}.json").read_text())["results"]
-        (line, *_) = gpu_suite._headline(part, res)
-        assert line.startswith(part)
     with pytest.raises(SystemExit):
         gpu_suite.main(["--parts", "nope"])
+
+
+def _check_gpu_suite_headline(quick_runs, part):
+    """The suite's summary line for a part, from the results its quick run wrote."""
+    from benchmarks import gpu_suite
+
+    res = json.loads((quick_runs / part / f"{part}.json").read_text())["results"]
+    (line, *_) = gpu_suite._headline(part, res)
+    assert line.startswith(part)
 
 
 def test_gpu_suite_quick_iwae_cell(tmp_path):
@@ -200,3 +201,24 @@ def test_gpu_suite_quick_iwae_cell(tmp_path):
     cell = payload["results"]["parts"]["iwae_cell"]
     assert cell["passes_timed"] == 2 and cell["full_schedule_s"] > cell["median_pass_s"] > 0
     assert payload["results"]["device"] and payload["results"]["headlines"]
+
+
+# One test per benchmark (its quick run and every check of it), so that pytest-xdist
+# spreads the benchmarks over the workers and none runs twice.
+CHECKS = {
+    "training_speed": (_check_training_speed_sane, _check_training_speed_roofline_and_iwae_model),
+    "throughput_numpyro": (_check_throughput_numpyro_sane,),
+    "iwae_table": (_check_iwae_table_sane,),
+    "families": (_check_families_sane,),
+    "evaluation": (_check_evaluation_sane,),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_quick(tmp_path, capsys, name):
+    root = _run_quick(name, tmp_path)
+    _check_outputs(root, name)
+    for check in CHECKS.get(name, ()):
+        check(root, capsys) if check is _check_iwae_table_sane else check(root)
+    if name in ("training_speed", "throughput_numpyro", "evaluation"):
+        _check_gpu_suite_headline(root, name)

@@ -120,3 +120,18 @@ def test_data_outside_the_likelihoods_support_and_nan_are_refused():
         _bernoulli_view(w, jnp.full((5, 6), 7.0)).log_likelihood(jnp.zeros((1, 5, 1)))
     with pytest.raises(ValueError, match="NaN .*`params`"):
         evaluate_model(key, w.at[0, 0].set(jnp.nan), _bernoulli_view, binary, **kw)
+
+
+def test_evaluating_the_same_model_again_reuses_the_compiled_program(lg):
+    model, x = lg
+    traces = []
+
+    def model_fn(params, x):
+        traces.append(1)  # runs once per trace, not per call
+        return _view(True)(params, x)
+
+    kw = dict(num_samples=8, sample_chunk=8, data_chunk=23)
+    a = evaluate_model(jax.random.key(4), model, model_fn, x, **kw)
+    b = evaluate_model(jax.random.key(4), model, model_fn, x, **kw)
+    assert len(traces) == 1
+    np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)

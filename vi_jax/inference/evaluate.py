@@ -13,6 +13,7 @@ knowledge of Flax: a VAE provides its view with `vi_jax.models.vae_view`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -86,6 +87,9 @@ def posterior_mean(q: distrax.Distribution) -> Array:
     return q.mean()
 
 
+# Cached so that evaluating the same `model_fn` again (every few epochs, or a notebook
+# loop) reuses the compiled program instead of tracing and compiling it anew.
+@functools.lru_cache(maxsize=16)
 def _chunk_fn(
     model_fn: ModelFn,
     num_samples: int,
