@@ -258,6 +258,7 @@ def run_model(
     built = {name: make(x, model=model) for name, make in runners.items()}
     n_of = {name: (torch_epochs if name.startswith("PyTorch") else epochs) for name in built}
     times = {name: [] for name in built}
+    first_cpu = {}  # process CPU seconds of the first (compiling) epoch
     losses = {name: [] for name in built}
     with tqdm(total=sum(n_of.values()), desc=f"{NAME} ({model})", disable=None) as bar:
         for i in range(max(n_of.values())):
@@ -266,9 +267,11 @@ def run_model(
                 run, loss_of = built[name]
                 if i >= n_of[name]:
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = common.block(run(i))
                 times[name].append(time.perf_counter() - t0)
+                if i == 0:
+                    first_cpu[name] = time.process_time() - c0
                 losses[name].append(loss_of(res))
                 bar.update(1)
     for name, (run, _) in built.items():
@@ -278,6 +281,9 @@ def run_model(
             else common.summarize(times[name])
         )
         s["first_epoch_s"] = times[name][0]
+        # CPU time (all threads) as well as wall time: on a shared machine the wall time of
+        # a compile measures the other processes as much as XLA, its CPU time does not.
+        s["first_epoch_cpu_s"] = first_cpu[name]
         s["times_s"] = times[name]
         s["loss_per_epoch"] = losses[name]
         if hasattr(run, "step_flops"):
@@ -295,6 +301,7 @@ def run_model(
                 "GFLOP/s": s.get("achieved_flops_per_s", float("nan")) / 1e9,
                 "% of peak": 100 * s.get("fraction_of_peak", float("nan")),
                 "first (compile) epoch s": s["first_epoch_s"],
+                "first epoch CPU s": s["first_epoch_cpu_s"],
                 "epochs timed": s["reps"],
                 "final train loss": losses[name][-1],
             }
@@ -309,6 +316,7 @@ def run_model(
             "q75": float(np.percentile(paired, 75)),
         }
     results["first_epoch_ratio"] = vj["first_epoch_s"] / hw["first_epoch_s"]
+    results["first_epoch_cpu_ratio"] = vj["first_epoch_cpu_s"] / hw["first_epoch_cpu_s"]
     notes.append(
         f"{model}: ratio vi_jax / hand-written JAX = {results['ratio_vi_jax_over_handwritten']:.3f}"
         + (
@@ -317,8 +325,8 @@ def run_model(
             if "paired_ratio" in results
             else ""
         )
-        + f"; first (compile) epoch ratio {results['first_epoch_ratio']:.2f} "
-        "(targets: <= 1.03 and <= 1.2)."
+        + f"; first (compile) epoch ratio {results['first_epoch_ratio']:.2f} wall, "
+        f"{results['first_epoch_cpu_ratio']:.2f} CPU time (targets: <= 1.03 and <= 1.2)."
     )
     if "PyTorch examples/vae" in results:
         notes.append(
