@@ -226,3 +226,41 @@ def test_refusals(problem):
     assert callable(A.require_simulate(Sim()))
     with pytest.raises(ValueError, match="`log_joint`"):
         A.annealed_importance_sampling(key, lambda zz: jnp.zeros((zz.shape[0], 2)), prior, 2, 2)
+
+
+def test_chunks_split_over_processes_equal_one_process():
+    """Each of P processes runs every P-th chunk; gathered, the result is the 1-process one.
+
+    The all-gather is simulated: each rank's local stack is computed by `_chunked` itself
+    (with a recording `allgather`), then the stacks are handed back in rank order.
+    """
+    data = jnp.arange(7.0)[:, None] * jnp.ones((1, 2))
+    calls = []
+
+    def run(keys, x):
+        calls.append(int(x[0, 0]))
+        u = jax.vmap(jax.random.uniform)(keys)  # one key per example, as AIS uses them
+        return {"v": x[:, 0] + u, "k": jnp.stack([u, -u], -1)}
+
+    key = jax.random.key(0)
+    one = A._chunked(run, (data,), key, 2, False, "")
+    for count in (2, 3, 5):  # 4 chunks: P = 5 leaves a process without one of its own
+        stacks = []
+
+        def record(t, count=count):
+            stacks.append(t)
+            return jax.tree_util.tree_map(lambda v: np.stack([v] * count), t)
+
+        for rank in range(count):
+            calls.clear()
+            A._chunked(run, (data,), key, 2, False, "", process_index=rank,
+                       process_count=count, allgather=record)  # fmt: skip
+            own = [2 * i for i in range(rank, 4, count)]
+            assert calls[: len(own)] == own  # only its own chunks (then a repeat, if short)
+            assert len(calls) == -(-4 // count)
+        gathered = jax.tree_util.tree_map(lambda *v: np.stack(v), *stacks)
+        res = A._chunked(run, (data,), key, 2, False, "", process_index=0,
+                         process_count=count, allgather=lambda t, g=gathered: g)  # fmt: skip
+        for name in ("v", "k"):
+            np.testing.assert_array_equal(res[name], one[name])
+    assert one["v"].shape == (7,)
