@@ -726,7 +726,8 @@ def evaluate(
       progress: show a progress bar.
       devices: devices per process over which the test examples are sharded (an int or
         "all"); the result equals the one-device one up to float reduction order (for
-        method "is"; AIS and BDMC run on one device).
+        method "is"; AIS and BDMC run on one device per process, their examples split over
+        the processes).
       method: "is" (importance sampling with q, K = num_samples), "ais" (annealed
         importance sampling from q) or "bdmc" (AIS bounds on data simulated from the
         model: `num_examples` of them, default 100).
@@ -839,5 +840,10 @@ def _evaluate_ais(
         "ais_chains": chains,
         "test": test,
     }
-    (Path(run_dir) / f"evaluation_{method}.json").write_text(json.dumps(summary, indent=2))
+    # AIS / BDMC split their chunks over the processes and gather them (see
+    # `vi_jax.inference.ais`): every process holds the result, process 0 writes it.
+    if is_main_process():
+        write_text_atomic(
+            Path(run_dir) / f"evaluation_{method}.json", json.dumps(summary, indent=2)
+        )
     return summary

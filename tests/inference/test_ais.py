@@ -144,35 +144,34 @@ def test_evaluate_bdmc_on_simulated_data(problem):
 
 
 def test_ais_grad_and_jit(problem):
-    """log p_hat is differentiable in the model (HMC's accept step is piecewise constant)."""
+    """log p_hat is differentiable in the model (HMC's accept step is piecewise constant).
+
+    T = 1 is importance sampling: its gradient is that of log mean_c p(x, z_c) / q(z_c).
+    One compiled program for both checks.
+    """
     model, x, *_ = problem
-
-    def f(bias):
-        m = model._replace(bias=bias)
-        return A.annealed_importance_sampling(
-            jax.random.key(3), m.log_joint_fn(x[0]), m.prior(), 2, 4, num_leapfrog=1
-        ).log_marginal
-
-    value, grad = jax.jit(jax.value_and_grad(f))(model.bias)
-    assert np.isfinite(value) and grad.shape == model.bias.shape
-    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
-    # T = 1 is importance sampling: the gradient of log mean_c p(x, z_c) / q(z_c).
     prior = model.prior()
     z = prior.sample(seed=jax.random.split(jax.random.key(4), 3)[1], sample_shape=(8,))
+
+    def ais(bias, key, num_steps, num_chains, **kw):
+        m = model._replace(bias=bias)
+        return A.annealed_importance_sampling(
+            key, m.log_joint_fn(x[0]), prior, num_steps, num_chains, **kw
+        ).log_marginal
 
     def is_est(bias):
         lw = model._replace(bias=bias).log_joint_fn(x[0])(z) - prior.log_prob(z)
         return jax.nn.logsumexp(lw) - jnp.log(8.0)
 
-    def ais1(bias):
-        m = model._replace(bias=bias)
-        return A.annealed_importance_sampling(
-            jax.random.key(4), m.log_joint_fn(x[0]), prior, 1, 8
-        ).log_marginal
+    @jax.jit
+    def both(bias):
+        value_grad = jax.value_and_grad(ais)(bias, jax.random.key(3), 2, 4, num_leapfrog=1)
+        return value_grad, jax.grad(ais)(bias, jax.random.key(4), 1, 8), jax.grad(is_est)(bias)
 
-    np.testing.assert_allclose(
-        jax.jit(jax.grad(ais1))(model.bias), jax.grad(is_est)(model.bias), rtol=1e-4
-    )
+    (value, grad), g_ais1, g_is = both(model.bias)
+    assert np.isfinite(value) and grad.shape == model.bias.shape
+    assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+    np.testing.assert_allclose(g_ais1, g_is, rtol=1e-4)
 
 
 def test_schedules():
@@ -226,3 +225,41 @@ def test_refusals(problem):
     assert callable(A.require_simulate(Sim()))
     with pytest.raises(ValueError, match="`log_joint`"):
         A.annealed_importance_sampling(key, lambda zz: jnp.zeros((zz.shape[0], 2)), prior, 2, 2)
+
+
+def test_chunks_split_over_processes_equal_one_process():
+    """Each of P processes runs every P-th chunk; gathered, the result is the 1-process one.
+
+    The all-gather is simulated: each rank's local stack is computed by `_chunked` itself
+    (with a recording `allgather`), then the stacks are handed back in rank order.
+    """
+    data = jnp.arange(7.0)[:, None] * jnp.ones((1, 2))
+    calls = []
+
+    def run(keys, x):
+        calls.append(int(x[0, 0]))
+        u = jax.vmap(jax.random.uniform)(keys)  # one key per example, as AIS uses them
+        return {"v": x[:, 0] + u, "k": jnp.stack([u, -u], -1)}
+
+    key = jax.random.key(0)
+    one = A._chunked(run, (data,), key, 2, False, "")
+    for count in (2, 3, 5):  # 4 chunks: P = 5 leaves a process without one of its own
+        stacks = []
+
+        def record(t, count=count):
+            stacks.append(t)
+            return jax.tree_util.tree_map(lambda v: np.stack([v] * count), t)
+
+        for rank in range(count):
+            calls.clear()
+            A._chunked(run, (data,), key, 2, False, "", process_index=rank,
+                       process_count=count, allgather=record)  # fmt: skip
+            own = [2 * i for i in range(rank, 4, count)]
+            assert calls[: len(own)] == own  # only its own chunks (then a repeat, if short)
+            assert len(calls) == -(-4 // count)
+        gathered = jax.tree_util.tree_map(lambda *v: np.stack(v), *stacks)
+        res = A._chunked(run, (data,), key, 2, False, "", process_index=0,
+                         process_count=count, allgather=lambda t, g=gathered: g)  # fmt: skip
+        for name in ("v", "k"):
+            np.testing.assert_array_equal(res[name], one[name])
+    assert one["v"].shape == (7,)

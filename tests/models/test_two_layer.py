@@ -20,6 +20,7 @@ from vi_jax.models import (
     iwae_paper_two_layer_vae,
     make_two_layer_vae,
     make_vae_loss,
+    merge_params,
     split_params,
     vae_view,
 )
@@ -152,42 +153,62 @@ def test_two_level_gaussian_is_the_block_triangular_gaussian(lg2):
     np.testing.assert_allclose(q.mean(), m, rtol=1e-6)  # exact for a linear conditional
 
 
-def _grads(estimator, phi, theta, x, k, n, seed=0):
+def _grads(estimators, phi, theta, x, n, seed=0):
+    """`{name: (g_phi, g_theta)}`, each leaf `[n, ...]`: every `(name, estimator, k)` of
+    `estimators` on independent keys, in ONE compiled program (compilation dominates)."""
+
     def one(key):
-        return jax.grad(lambda p, t: estimator(key, _log_joint(t, x), _q(p), k).sum(), (0, 1))(
-            phi, theta
-        )
+        out = {}
+        for i, (name, est, k) in enumerate(estimators):
+            ki = jax.random.fold_in(key, i)
+            out[name] = jax.grad(
+                lambda p, t, e=est, k=k, ki=ki: e(ki, _log_joint(t, x), _q(p), k).sum(), (0, 1)
+            )(phi, theta)
+        return out
 
     return jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(seed), n))
 
 
-@pytest.mark.parametrize(
-    ("name", "n"),
-    [("pathwise", 2000), ("stl", 2000), ("score_function", 6000), ("score_function_loo", 3000)],
-)
-def test_elbo_estimators_unbiased_on_two_layer_model(lg2, name, n):
+@pytest.fixture(scope="module")
+def exact(lg2):
+    """The closed-form ELBO `[B]` and its gradient (one compiled program)."""
     phi, theta, x = lg2
-    exact = jax.grad(lambda p, t: _exact_elbo(p, t, x).sum(), (0, 1))(phi, theta)
-    k = 2 if name == "score_function_loo" else 1
-    grads = _grads(vie.ESTIMATORS[name], phi, theta, x, k, n)
-    truth = flat(jax.tree_util.tree_map(lambda a: a[None], exact))[0]
-    assert_unbiased(flat(grads), truth, what=name)
+    value = lambda p, t: _exact_elbo(p, t, x)  # noqa: E731
+    return jax.jit(
+        lambda p, t: (value(p, t), jax.grad(lambda a, b: value(a, b).sum(), (0, 1))(p, t))
+    )(phi, theta)
 
 
-def test_elbo_value_matches_closed_form(lg2):
+ELBO_ESTIMATORS = (("pathwise", 1), ("stl", 1), ("score_function", 1), ("score_function_loo", 2))
+
+
+def test_elbo_estimators_unbiased_on_two_layer_model(lg2, exact):
+    """Every ELBO gradient estimator against the exact gradient, 6000 keys each."""
+    phi, theta, x = lg2
+    truth = flat(jax.tree_util.tree_map(lambda a: a[None], exact[1]))[0]
+    ests = tuple((name, vie.ESTIMATORS[name], k) for name, k in ELBO_ESTIMATORS)
+    grads = _grads(ests, phi, theta, x, 6000)
+    for name, _ in ELBO_ESTIMATORS:
+        assert_unbiased(flat(grads[name]), truth, what=name)
+
+
+def test_elbo_value_matches_closed_form(lg2, exact):
     phi, theta, x = lg2
     vals = jax.jit(jax.vmap(lambda k: vie.elbo(k, _log_joint(theta, x), _q(phi), 1)))(
         jax.random.split(jax.random.key(3), 4000)
     )
-    assert_unbiased(np.asarray(vals), _exact_elbo(phi, theta, x), what="ELBO")
+    assert_unbiased(np.asarray(vals), exact[0], what="ELBO")
 
 
 def test_iwae_estimators_agree_in_mean_on_two_layer_model(lg2):
     """DReG, VIMCO and the pathwise IWAE gradient all estimate grad L_K (K = 4)."""
     phi, theta, x = lg2
-    ref = flat(_grads(vie.iwae_pathwise, phi, theta, x, 4, 2000, seed=1))
+    names = ("iwae_pathwise", "dreg", "vimco")
+    ests = ((n, vie.iwae_pathwise if n == "iwae_pathwise" else vie.ESTIMATORS[n], 4) for n in names)
+    grads = _grads(tuple(ests), phi, theta, x, 2000, seed=1)
+    ref = flat(grads["iwae_pathwise"])
     for name in ("dreg", "vimco"):
-        g = flat(_grads(vie.ESTIMATORS[name], phi, theta, x, 4, 2000, seed=2))
+        g = flat(grads[name])
         diff_se = np.sqrt(g.var(0, ddof=1) / len(g) + ref.var(0, ddof=1) / len(ref))
         err = np.abs(g.mean(0) - ref.mean(0))
         assert np.all(err < 4 * diff_se + 1e-6), (name, err / diff_se)
@@ -220,44 +241,66 @@ def test_path_only_gradients_vanish_at_exact_hierarchical_posterior():
         "c": jnp.array([-0.9 * dd / var1]),
         "log_s2": jnp.array([0.5 * math.log(t2 / var1)]),
     }
-    for est in (vie.elbo_stl, vie.iwae_dreg):
-        g_phi, _ = _grads(est, phi, theta, x, 3, 16)
-        assert max(float(jnp.max(jnp.abs(v))) for v in jax.tree_util.tree_leaves(g_phi)) < 1e-4
-    g_phi, _ = _grads(vie.elbo_pathwise, phi, theta, x, 1, 16)  # not path-only: nonzero
-    assert max(float(jnp.max(jnp.abs(v))) for v in jax.tree_util.tree_leaves(g_phi)) > 1e-2
+    ests = (
+        ("stl", vie.elbo_stl, 3),
+        ("dreg", vie.iwae_dreg, 3),
+        ("pathwise", vie.elbo_pathwise, 1),
+    )
+    grads = _grads(ests, phi, theta, x, 16)
+    for name in ("stl", "dreg"):
+        leaves = jax.tree_util.tree_leaves(grads[name][0])
+        assert max(float(jnp.max(jnp.abs(v))) for v in leaves) < 1e-4, name
+    leaves = jax.tree_util.tree_leaves(grads["pathwise"][0])  # not path-only: nonzero
+    assert max(float(jnp.max(jnp.abs(v))) for v in leaves) > 1e-2
 
 
-def test_two_layer_vae_through_the_vae_loss():
+@pytest.fixture(scope="module")
+def small_vae():
+    """A small two-layer VAE (one construction shared by the tests below)."""
+    return make_two_layer_vae(20, (6, 4), ((10, 10), (8, 8)), rngs=0)
+
+
+def test_two_layer_vae_through_the_vae_loss(small_vae):
     """The real module through `make_vae_loss` (the trainer's path) with a path-only and
     a score-function estimator; the other estimators see the same `TwoLevelGaussian`
-    in the linear-Gaussian tests above."""
-    vae = make_two_layer_vae(12, (3, 2), ((8,), (5,)), rngs=0)
-    assert vae.latent_dim == 5 and vae.data_dim == 12
+    in the linear-Gaussian tests above. One compiled program for all of it."""
+    vae = small_vae
+    assert vae.latent_dim == 10 and vae.data_dim == 20
     graphdef, params, rest = split_params(vae)
-    x = (jax.random.uniform(jax.random.key(0), (4, 12)) > 0.5).astype(jnp.float32)
-    for name in ("dreg", "score_function"):
-        est = vie.ESTIMATORS[name]
-        loss = make_vae_loss(graphdef, est, num_samples=2, rest=rest, monitor=False)
-        (value, _), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-            params, x, jax.random.key(1)
+    x = (jax.random.uniform(jax.random.key(0), (4, 20)) > 0.5).astype(jnp.float32)
+    names = ("dreg", "score_function")
+    losses = [
+        make_vae_loss(graphdef, vie.ESTIMATORS[n], num_samples=2, rest=rest, monitor=False)
+        for n in names
+    ]
+
+    @jax.jit
+    def check(params):
+        out = [
+            jax.value_and_grad(loss, has_aux=True)(params, x, jax.random.key(1)) for loss in losses
+        ]
+        model = merge_params(graphdef, params, rest)
+        zs, xs = model.simulate(jax.random.key(2), 3)
+        # vmapped log q over a batch of one example equals the batched one
+        lq = jax.vmap(lambda xi, zi: model.posterior(xi[None]).log_prob(zi[None, None])[0, 0])(
+            x[:3], zs
         )
+        return out, zs, xs, lq, model.posterior(x[:3]).log_prob(zs)
+
+    out, zs, xs, lq, lq_batched = check(params)
+    for name, ((value, _), grads) in zip(names, out, strict=True):
         leaves = jax.tree_util.tree_leaves(grads)
         assert np.isfinite(value) and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves), name
         assert any(bool(jnp.any(g != 0)) for g in leaves), name
     view = vae_view(graphdef, rest)(params, x)
-    assert view.posterior.batch_shape == (4,) and view.posterior.event_shape == (5,)
-    zs, xs = vae.simulate(jax.random.key(2), 3)
-    assert xs.shape == (3, 12) and zs.shape == (3, 5)
+    assert view.posterior.batch_shape == (4,) and view.posterior.event_shape == (10,)
+    assert xs.shape == (3, 20) and zs.shape == (3, 10)
     assert set(np.unique(np.asarray(xs))) <= {0.0, 1.0}
-    # vmapped log q over a batch of one example equals the batched one
-    lq = jax.jit(jax.vmap(lambda xi, zi: vae.posterior(xi[None]).log_prob(zi[None, None])[0, 0]))(
-        x[:3], zs
-    )
-    np.testing.assert_allclose(lq, vae.posterior(x[:3]).log_prob(zs), rtol=1e-5)
+    np.testing.assert_allclose(lq, lq_batched, rtol=1e-5)
 
 
-def test_paper_architecture_and_refusals():
-    vae = make_two_layer_vae(20, (6, 4), ((10, 10), (8, 8)), rngs=0)
+def test_paper_architecture_and_refusals(small_vae):
+    vae = small_vae
     assert vae.latent_dim == 10 and vae.encoder.dims == (6, 4)
     assert vae.prior.conditional.latent_dim == 6 and vae.decoder.dims == (6, 4)
     assert [layer.out_features for layer in vae.encoder.lower.net.layers] == [10, 10, 12]

@@ -23,7 +23,9 @@ bias the estimate.
 
 `annealed_importance_sampling` and `bdmc` work on one example (q with batch `[]`);
 `evaluate_ais` and `evaluate_bdmc` drive a model over a data set, vmapping examples
-within a chunk and looping over chunks so that memory stays bounded.
+within a chunk and looping over chunks so that memory stays bounded; in a multi-process
+run (`jax.distributed`) each process runs every P-th chunk and the results are
+all-gathered, so the evaluation is split over the processes instead of repeated on each.
 """
 
 from __future__ import annotations
@@ -557,24 +559,68 @@ def _check_data(data: Any, name: str) -> int:
     return int(jnp.shape(data)[0])
 
 
-def _chunked(run: Callable, arrays: tuple[Array, ...], key: Array, data_chunk: int, progress, desc):
+def _process_allgather(tree: Any) -> Any:
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=False)
+
+
+def _chunked(
+    run: Callable,
+    arrays: tuple[Array, ...],
+    key: Array,
+    data_chunk: int,
+    progress,
+    desc,
+    *,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    allgather: Callable[[Any], Any] = _process_allgather,
+):
+    """`run(keys [c], *chunk_arrays)` over chunks of `data_chunk` examples, gathered to `[N]`.
+
+    In a run of P processes the chunks are dealt round-robin: chunk i runs on process
+    i % P only (AIS is the costliest evaluation, so each process does 1/P of it rather
+    than all of it redundantly), and the results are all-gathered so that every process
+    returns the whole `[N]` result. Chunk i always uses the key `fold_in(key, i)`: the
+    result does not depend on P. `process_index`, `process_count` and `allgather`
+    default to JAX's (one process: no collective).
+    """
     n = int(arrays[0].shape[0])
     data_chunk = min(data_chunk, n)
-    starts = range(0, n, data_chunk)
+    num_chunks = -(-n // data_chunk)
+    rank = jax.process_index() if process_index is None else int(process_index)
+    count = jax.process_count() if process_count is None else int(process_count)
+    mine = list(range(rank, num_chunks, count))
+    # Every process computes the same number of chunks (the all-gather needs equal
+    # shapes); a process short of one repeats a chunk whose result is then dropped.
+    per_process = -(-num_chunks // count)
+    todo = mine + [mine[-1] if mine else 0] * (per_process - len(mine))
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc=desc, unit="chunk", leave=False)
+        todo = tqdm(todo, desc=desc, unit="chunk", leave=False)
     outs = []
-    for i, s in enumerate(starts):
+    for i in todo:
+        s = i * data_chunk
         parts = [a[s : s + data_chunk] for a in arrays]
         size = parts[0].shape[0]
         if size < data_chunk:  # pad, so that one compiled program serves every chunk
             parts = [jnp.concatenate([p, jnp.repeat(p[-1:], data_chunk - size, 0)]) for p in parts]
         keys = jax.random.split(jax.random.fold_in(key, i), data_chunk)
-        res = run(keys, *parts)
-        outs.append(jax.tree_util.tree_map(lambda v, size=size: np.asarray(v)[:size], res))
-    return jax.tree_util.tree_map(lambda *v: np.concatenate(v), *outs)
+        outs.append(jax.tree_util.tree_map(np.asarray, run(keys, *parts)))
+    local = jax.tree_util.tree_map(lambda *v: np.stack(v), *outs)  # [per_process, chunk, ...]
+    if count > 1:
+        gathered = allgather(local)  # [P, per_process, chunk, ...]
+    else:
+        gathered = jax.tree_util.tree_map(lambda v: v[None], local)
+
+    def assemble(v):
+        v = np.asarray(v)
+        chunks = [v[i % count, i // count] for i in range(num_chunks)]
+        return np.concatenate(chunks)[:n]
+
+    return jax.tree_util.tree_map(assemble, gathered)
 
 
 def _warn_collapse(acc: np.ndarray, what: str) -> None:
@@ -618,7 +664,9 @@ def evaluate_ais(
       **options: keyword options of `annealed_importance_sampling`.
 
     Returns:
-      `AISResult` of NumPy arrays with a leading `[N]` axis. Warns (RuntimeWarning),
+      `AISResult` of NumPy arrays with a leading `[N]` axis, on every process (in a
+      multi-process run each process computes every P-th chunk; the chunks' keys do not
+      depend on P, so the result equals the one-process one). Warns (RuntimeWarning),
       naming the examples, when an example's acceptance rate collapses.
     """
     if start not in ("posterior", "prior"):
@@ -688,7 +736,8 @@ def evaluate_bdmc(
       **options: keyword options of `annealed_importance_sampling`.
 
     Returns:
-      `BDMCResult` of NumPy arrays with a leading `[N]` axis.
+      `BDMCResult` of NumPy arrays with a leading `[N]` axis, on every process (split
+      over the processes of a multi-process run, as in `evaluate_ais`).
     """
     if start not in ("posterior", "prior"):
         raise ValueError(f"`start` must be 'posterior' or 'prior', got {start!r}.")
