@@ -7,8 +7,9 @@
 # 2. KL(q ‖ p) in closed form vs by Monte Carlo (`vj.kl_divergence(method=...)`): the
 #    Monte Carlo KL term has its own variance, yet the variance of the *total* ELBO
 #    estimate need not drop when the KL is computed exactly.
-# 3. Active units and posterior collapse: a latent that the likelihood ignores gets
-#    q(z_d | x) = p(z_d), KL 0, and a posterior mean that does not move with x.
+# 3. Trained VAEs with each prior, and their active units (Burda et al.'s criterion).
+# 4. A real posterior collapse: the same VAE trained with a KL weight β = 4 (a β-VAE)
+#    beside β = 1 — the KL of each latent, active units, reconstructions and the ELBO.
 
 # %%
 import os
@@ -20,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import vi_jax as vj
+from vi_jax import plotting
 
 FULL = os.environ.get("VI_JAX_NOTEBOOK_SIZE", "ci") == "full"
 R = 5000 if FULL else 1000
@@ -147,117 +149,196 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 3. Active units and posterior collapse
-# A latent is *active* if its posterior mean moves with the data:
-# A_d = Cov_x(E_q[z_d | x]) > 0.01. We zero the likelihood weights of latents 6 and 7,
-# so the data carry no information about them: their exact posterior is the prior, the
-# KL(q ‖ p) they contribute is 0, and they are inactive — the signature of posterior
-# collapse in a VAE, where it also happens when a powerful decoder chooses to ignore z.
-
-# %%
-W = model.weight.at[:, 6:].set(0.0)
-collapsed = vj.estimators.LinearGaussian(W, model.bias, model.noise_scale)
-xs, _ = collapsed.sample(jax.random.key(4), 2000)
-pm, pc = collapsed.posterior_params(xs)  # [N, 8], [8, 8]
-activity = np.asarray(jnp.var(pm, axis=0))
-q_marg = distrax.Normal(pm, jnp.sqrt(jnp.diag(pc)))
-kl_per_dim = np.asarray(
-    vj.kl_divergence(key, q_marg, distrax.Normal(0.0, 1.0), method="analytic").mean(0)
-)
-print("activity Cov_x E[z_d|x]:", np.round(activity, 3))
-print("mean KL per latent     :", np.round(kl_per_dim, 3))
-print("active units:", int((activity > 0.01).sum()), "of 8")
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-axes[0].bar(range(8), activity)
-axes[0].axhline(0.01, color="r", ls="--", label="threshold 0.01")
-axes[0].set_yscale("log")
-axes[0].set_ylim(1e-4, None)
-axes[0].set_xlabel("latent d")
-axes[0].set_ylabel("Cov_x E[z_d | x]")
-axes[0].set_title("activity")
-axes[0].legend(loc="lower left")
-axes[1].bar(range(8), kl_per_dim)
-axes[1].set_xlabel("latent d")
-axes[1].set_ylabel("mean KL(q(z_d|x) ‖ p(z_d)) [nats]")
-axes[1].set_title("KL per latent")
-fig.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ## 4. Trained VAEs with the three priors, and real collapse
-# The zeroed weights above *stage* collapse. In a trained VAE it happens on its own: the
-# KL term pushes every q(z_d | x) to the prior, and a latent survives only if the
-# decoder's gain from it exceeds its KL cost. We train the same small VAE (8×8 digits,
-# 16 latents — more than 64-pixel digits need —, `vi_jax.experiment.train`) with each
-# prior and count active units.
+# ## 3. Trained VAEs with the three priors: active units
+# A latent z_d is *active* (Burda et al. 2016) if its posterior mean moves with the data:
+# A_d = Cov_x(E_q[z_d | x]) > 0.01. The KL term of the ELBO pushes every q(z_d | x)
+# towards the prior, and a latent whose q(z_d | x) *is* the prior for every x carries no
+# information about x: KL 0 and A_d = 0. We train the same small VAE on 8×8 digits
+# (16 latents — more than 64-pixel digits need —, one hidden layer of 64) with each
+# prior, from the library's pieces: the network and optimiser of `experiment.build`, the
+# loss `vj.make_vae_loss`, one compiled epoch `vj.make_epoch_fn` over freshly binarised
+# batches, and `vj.fit`. `train_vae` also takes a KL weight β, used in section 4. Each
+# model is then evaluated on the 360 test images by `vj.evaluate_model` (plain ELBO with
+# its two terms, importance-sampled log-likelihood with 100 samples, and the posterior
+# means, whose variance over x is the activity).
 
 # %%
 from vi_jax import experiment  # noqa: E402
+from vi_jax.diagnostics import latent_activity  # noqa: E402
 
-prior_runs = {}
-for prior_name in ("normal", "laplace", "mog"):
-    prior_runs[prior_name] = experiment.train(
-        experiment.TrainConfig(
-            dataset="digits",
-            epochs=60 if FULL else 30,  # collapse takes some training to appear
-            batch_size=64,
-            latent_dim=16,
-            hidden=(64,),
-            prior=prior_name,
-            eval_samples=200 if FULL else 20,
-            eval_examples=200 if FULL else 40,
-            checkpoint_every=1000,
-        ),
-        f"runs/08_digits_{prior_name}",
-        progress=False,
-    )["test"]
+EPOCHS = 60 if FULL else 30
+
+
+def digits_config(prior_name):
+    return experiment.TrainConfig(
+        dataset="digits",
+        epochs=EPOCHS,
+        batch_size=64,
+        latent_dim=16,
+        hidden=(64,),
+        prior=prior_name,
+    )
+
+
+x_train, _, x_test, _ = experiment.load_data(digits_config("normal"))
+x_train = jnp.asarray(x_train)  # [1437, 64] grey levels in [0, 1]
+x_test = jnp.asarray(vj.data.static_binarize(x_test, seed=10_000), jnp.float32)  # [360, 64]
+
+
+def train_vae(prior_name, beta=1.0):
+    """Trains the VAE with a prior and a KL weight beta; returns (vae, view, params)."""
+    config = digits_config(prior_name)
+    graphdef, params, rest, _, optimizer = experiment.build(config, x_train.shape[1], len(x_train))
+    loss_fn = vj.make_vae_loss(graphdef, vj.elbo_pathwise, beta=beta, rest=rest, monitor=False)
+    epoch_fn = vj.make_epoch_fn(
+        vj.make_train_step(loss_fn, optimizer),
+        batch_size=config.batch_size,
+        num_examples=len(x_train),
+        preprocess=vj.data.dynamic_binarize,  # a fresh binarisation of each batch
+    )
+    state = vj.init_train_state(params, optimizer)
+    key = jax.random.key(config.seed)  # the same initialisation, key and batches for all
+    params = vj.fit(key, state, epoch_fn, x_train, num_epochs=EPOCHS, progress=False).state.params
+    return vj.merge_params(graphdef, params, rest), vj.vae_view(graphdef, rest), params
+
+
+def evaluate(trained):
+    """Test-set summary (nats per image) and activity Cov_x E_q[z_d | x] per latent."""
+    vae, view, params = trained
+    summary = vj.evaluate_model(jax.random.key(5), params, view, x_test, num_samples=100).summary()
+    count, activity = latent_activity(vae.posterior(x_test).mean())  # Burda et al.'s criterion
+    assert int(count) == summary["active_units"]
+    return summary, np.asarray(activity)
+
+
+models = {name: train_vae(name) for name in ("normal", "laplace", "mog")}
+results = {name: evaluate(trained) for name, trained in models.items()}
 print(f"{'prior':8s} {'test log-lik (IS)':>18s} {'ELBO':>9s} {'KL':>7s} {'active units':>13s}")
-for prior_name, t in prior_runs.items():
+for prior_name, (t, _) in results.items():
     print(
         f"{prior_name:8s} {t['log_likelihood']:18.2f} {t['elbo']:9.2f} {t['kl']:7.2f} "
         f"{t['active_units']:>9d} / 16"
     )
 fig, ax = plt.subplots(figsize=(5.5, 3.3))
-ax.bar(list(prior_runs), [t["active_units"] for t in prior_runs.values()], color="C0")
+ax.bar(list(results), [t["active_units"] for t, _ in results.values()], color="C0")
 ax.axhline(16, color="grey", ls=":", label="latents available")
+ax.set_ylim(0, 19)
 ax.set_ylabel("active units (of 16)")
 ax.set_title("trained VAEs on 8×8 digits: how many latents survive")
-ax.legend(loc="lower right")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not on, the bars
 fig.tight_layout()
 plt.show()
+elbos = [t["elbo"] for t, _ in results.values()]
+assert all(t["active_units"] == 16 and t["kl"] < 5 for t, _ in results.values())
+assert max(elbos) - min(elbos) < 2
 
 # %% [markdown]
-# All 16 pass the activity threshold, yet the total KL is only a few nats: most latents
-# carry almost nothing. The KL of each latent, KL(q(z_d | x) ‖ N(0, 1)) averaged over test
-# images of the Gaussian-prior VAE, shows where the information went:
+# With β = 1 (the plain ELBO) and this little training, no latent collapses: all 16 pass
+# the threshold for every prior (printed above), although the total KL is under 5 nats.
+# The priors' ELBOs differ by less than 2 nats here; do not read a ranking into them.
+#
+# ## 4. A real posterior collapse: the β-VAE
+# Collapse appears on its own when a latent's information is not worth its KL cost.
+# The β-VAE (Higgins et al. 2017) maximises E_q[log p(x | z)] − β KL(q(z | x) ‖ p(z)):
+# with β > 1 every nat a latent carries about x costs β nats, so a latent survives only
+# if the decoder gains more than β nats of reconstruction from it. We train the
+# Gaussian-prior VAE of section 3 again with `train_vae`, changing only β from 1 to 4:
+# same network, training images, initialisation, key, batches and epochs. Both models
+# are judged by the same yardstick, the plain ELBO (β = 1) on the test images, and by
+# the KL of each latent, KL(q(z_d | x) ‖ N(0, 1)) averaged over the test images.
 
 # %%
-cfg, x_test, graphdef, trained, rest, _ = experiment.load_run("runs/08_digits_normal")
-q_test = vj.merge_params(graphdef, trained, rest).posterior(jnp.asarray(x_test))
-mu_d, sd_d = np.asarray(q_test.mean()), np.asarray(q_test.stddev())
-kl_d = np.mean(0.5 * (mu_d**2 + sd_d**2 - 1) - np.log(sd_d), axis=0)  # [16]
-order = np.argsort(kl_d)[::-1]
-print("KL per latent (nats), largest first:", np.round(kl_d[order], 3))
+BETA = 4.0
+betas = {1.0: models["normal"], BETA: train_vae("normal", beta=BETA)}
+summary, activity, kl_dims = {}, {}, {}
+for beta, trained in betas.items():
+    summary[beta], activity[beta] = results["normal"] if beta == 1.0 else evaluate(trained)
+    q = trained[0].posterior(x_test)  # diagonal Gaussian q(z | x), batch [360]
+    q_dims = distrax.Normal(q.mean(), q.stddev())  # its 16 factors, batch [360, 16]
+    kl_dims[beta] = np.asarray(
+        vj.kl_divergence(key, q_dims, distrax.Normal(0.0, 1.0), method="analytic").mean(0)
+    )
 print(
-    f"latents with KL < 0.05 nats: {int((kl_d < 0.05).sum())} of 16; "
-    f"the top 3 carry {kl_d[order[:3]].sum() / kl_d.sum():.0%} of the KL"
+    f"{'β':>4s} {'active units':>13s} {'KL':>6s} {'E_q log p(x|z)':>15s} {'ELBO':>8s} "
+    f"{'log-lik (IS)':>13s}   [nats per test image]"
 )
-fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.bar(range(16), kl_d[order])
-ax.set_xlabel("latent (sorted by KL)")
-ax.set_ylabel("mean KL(q(z_d|x) ‖ p(z_d)) [nats]")
-ax.set_title("trained Gaussian-prior VAE: KL per latent")
+for beta, t in summary.items():
+    print(
+        f"{beta:4.0f} {t['active_units']:>8d} / 16 {t['kl']:6.2f} {t['recon']:15.2f} "
+        f"{t['elbo']:8.2f} {t['log_likelihood']:13.2f}"
+    )
+for beta in betas:
+    print(f"β = {beta:.0f}: KL per latent [nats]   ", np.round(kl_dims[beta], 3))
+    print(f"β = {beta:.0f}: activity Cov_x E_q[z_d|x]", np.round(activity[beta], 4))
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+width = 0.4
+for i, beta in enumerate(betas):
+    offset = (i - 0.5) * width
+    label = f"β = {beta:.0f}"
+    axes[0].bar(np.arange(16) + offset, kl_dims[beta], width, color=f"C{i}", label=label)
+    axes[1].bar(np.arange(16) + offset, activity[beta], width, color=f"C{i}", label=label)
+axes[1].axhline(0.01, color="r", ls="--", label="threshold 0.01")
+axes[0].set_ylabel("mean KL(q(z_d|x) ‖ p(z_d)) [nats]")
+axes[0].set_title("KL per latent")
+axes[1].set_ylabel("Cov_x E_q[z_d | x]")
+axes[1].set_title("activity per latent")
+for ax in axes:
+    ax.set_yscale("log")
+    ax.set_xlabel("latent d")
+    ax.set_xticks(range(16))
+axes[0].legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2)  # below the axes
+axes[1].legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=3)
 fig.tight_layout()
 plt.show()
-assert kl_d.mean() < 0.5 and np.isclose(kl_d.sum(), prior_runs["normal"]["kl"], rtol=0.3)
 
 # %% [markdown]
-# At this notebook's tiny size (30 short epochs on 8×8 digits) the KL is spread thinly:
-# every latent carries well under half a nat and the smallest ones under 0.05 (printed
-# above), so the latents are on their way to the prior, but none has collapsed exactly
-# — the clean case is the staged one of section 3. The priors' bounds differ by about a
-# nat here; do not read a ranking into them.
+# What collapse costs: a collapsed q(z | x) is the same for every x, so the decoder sees
+# noise from the prior and draws nearly the same image for every x. Reconstructions (the
+# decoder's mean at the posterior mean) of the first 10 test digits:
+
+# %%
+recons = {}
+for beta, (vae, _, _) in betas.items():
+    recons[beta] = np.asarray(vae.decode(vae.posterior(x_test).mean()).mean())  # [360, 64]
+spread = {beta: float(r.std(axis=0).mean()) for beta, r in recons.items()}
+for beta in betas:
+    print(
+        f"β = {beta:.0f}: sd over test images of a reconstructed pixel, mean over pixels "
+        f"{spread[beta]:.3f}"
+    )
+fig, axes = plt.subplots(3, 1, figsize=(7, 3.4))
+rows = [("test digits", np.asarray(x_test[:10]))]
+rows += [(f"β = {b:.0f} reconstructions", recons[b][:10]) for b in betas]
+for ax, (title, images) in zip(axes, rows, strict=True):
+    ax.imshow(plotting.tile_images(images, 10), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+fig.tight_layout()
+plt.show()
+
+s1, sb = summary[1.0], summary[BETA]
+assert sb["active_units"] < s1["active_units"] == 16  # collapse: fewer active units
+assert sb["active_units"] <= 2 and np.all(kl_dims[BETA][activity[BETA] <= 0.01] < 0.02)
+assert sb["kl"] < 0.1 * s1["kl"]  # the KL term goes to 0 ...
+assert sb["recon"] < s1["recon"] - 1.0  # ... and so does what z tells the decoder
+assert sb["elbo"] < s1["elbo"] and sb["log_likelihood"] < s1["log_likelihood"]
+assert s1["kl"] < 5 and s1["elbo"] - sb["elbo"] < 5  # a few nats, a cost of a few nats
+assert spread[BETA] < 0.1 * spread[1.0]  # the reconstructions stop depending on x
+
+# %% [markdown]
+# Read the numbers above. With β = 4 every inactive latent's KL is below 0.02 nats and
+# the total KL falls to under a tenth of the β = 1 model's: q(z | x) ≈ p(z) for every
+# test image. That is posterior collapse, and the active-unit count shows it: at most 2
+# of the 16 latents pass the 0.01 threshold, against all 16 for the β = 1 model trained
+# identically (table, bars). Since z now says almost nothing about x, the decoder draws
+# nearly the same image for every input (picture): the spread of a reconstructed pixel
+# over test images falls by more than a factor of ten (printed). The price is paid in
+# the plain ELBO: the reconstruction term falls by more than the KL saved, so the ELBO
+# and the importance-sampled log-likelihood are both lower than the β = 1 model's. The
+# price is small here, under 5 nats per image, because the β = 1 model itself stores
+# less than 5 nats in z (its KL): 8×8 binary digits hold little that an average image
+# does not already explain.
 
 # %% [markdown]
 # ## What we saw
@@ -268,12 +349,14 @@ assert kl_d.mean() < 0.5 and np.isclose(kl_d.sum(), prior_runs["normal"]["kl"], 
 # - A closed-form KL removes the KL term's own variance, but the variance of the whole
 #   ELBO estimate is not guaranteed to fall: the Monte Carlo KL's noise can cancel the
 #   reconstruction term's (printed above for two choices of q).
-# - Latents that carry no information about x collapse to the prior: zero KL and a
-#   posterior mean that does not vary with x, which is what the active-unit count detects.
-# - In trained VAEs (section 4) the KL term pushes every latent towards the prior: at
-#   this size each carries well under half a nat.
+# - Trained with the plain ELBO (β = 1), the VAEs of section 3 keep all 16 latents
+#   active for each prior, with a total KL of a few nats.
+# - Posterior collapse, made real by a KL weight β = 4 in an otherwise identical
+#   training run (section 4): almost every latent's q(z_d | x) becomes the prior (KL → 0,
+#   activity below 0.01), the reconstructions stop depending on x, and the plain ELBO and
+#   log-likelihood drop. The active-unit count detects it.
 #
 # ## Try this
-# In section 4, set `latent_dim=2`. *Predict:* how is the KL shared between the two
+# In `digits_config` (section 3), set `latent_dim=2`. *Predict:* how is the KL shared between the two
 # latents? (Both carry a large share: with only two latents the decoder gains a lot
 # from each, more than its KL cost; collapse is what happens to latents it can spare.)
