@@ -169,12 +169,15 @@ from vi_jax.diagnostics import latent_activity  # noqa: E402
 EPOCHS = 60 if FULL else 30
 
 
+LATENTS = 16
+
+
 def digits_config(prior_name):
     return experiment.TrainConfig(
         dataset="digits",
         epochs=EPOCHS,
         batch_size=64,
-        latent_dim=16,
+        latent_dim=LATENTS,
         hidden=(64,),
         prior=prior_name,
     )
@@ -217,19 +220,19 @@ print(f"{'prior':8s} {'test log-lik (IS)':>18s} {'ELBO':>9s} {'KL':>7s} {'active
 for prior_name, (t, _) in results.items():
     print(
         f"{prior_name:8s} {t['log_likelihood']:18.2f} {t['elbo']:9.2f} {t['kl']:7.2f} "
-        f"{t['active_units']:>9d} / 16"
+        f"{t['active_units']:>9d} / {LATENTS}"
     )
 fig, ax = plt.subplots(figsize=(5.5, 3.3))
 ax.bar(list(results), [t["active_units"] for t, _ in results.values()], color="C0")
-ax.axhline(16, color="grey", ls=":", label="latents available")
-ax.set_ylim(0, 19)
-ax.set_ylabel("active units (of 16)")
+ax.axhline(LATENTS, color="grey", ls=":", label="latents available")
+ax.set_ylim(0, LATENTS + 3)
+ax.set_ylabel(f"active units (of {LATENTS})")
 ax.set_title("trained VAEs on 8×8 digits: how many latents survive")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not on, the bars
 fig.tight_layout()
 plt.show()
 elbos = [t["elbo"] for t, _ in results.values()]
-assert all(t["active_units"] == 16 and t["kl"] < 5 for t, _ in results.values())
+assert all(t["active_units"] == LATENTS and t["kl"] < 5 for t, _ in results.values())
 assert max(elbos) - min(elbos) < 2
 
 # %% [markdown]
@@ -254,7 +257,7 @@ summary, activity, kl_dims = {}, {}, {}
 for beta, trained in betas.items():
     summary[beta], activity[beta] = results["normal"] if beta == 1.0 else evaluate(trained)
     q = trained[0].posterior(x_test)  # diagonal Gaussian q(z | x), batch [360]
-    q_dims = distrax.Normal(q.mean(), q.stddev())  # its 16 factors, batch [360, 16]
+    q_dims = distrax.Normal(q.mean(), q.stddev())  # its LATENTS factors, batch [360, LATENTS]
     kl_dims[beta] = np.asarray(
         vj.kl_divergence(key, q_dims, distrax.Normal(0.0, 1.0), method="analytic").mean(0)
     )
@@ -264,7 +267,7 @@ print(
 )
 for beta, t in summary.items():
     print(
-        f"{beta:4.0f} {t['active_units']:>8d} / 16 {t['kl']:6.2f} {t['recon']:15.2f} "
+        f"{beta:4.0f} {t['active_units']:>8d} / {LATENTS} {t['kl']:6.2f} {t['recon']:15.2f} "
         f"{t['elbo']:8.2f} {t['log_likelihood']:13.2f}"
     )
 for beta in betas:
@@ -276,8 +279,8 @@ width = 0.4
 for i, beta in enumerate(betas):
     offset = (i - 0.5) * width
     label = f"β = {beta:.0f}"
-    axes[0].bar(np.arange(16) + offset, kl_dims[beta], width, color=f"C{i}", label=label)
-    axes[1].bar(np.arange(16) + offset, activity[beta], width, color=f"C{i}", label=label)
+    axes[0].bar(np.arange(LATENTS) + offset, kl_dims[beta], width, color=f"C{i}", label=label)
+    axes[1].bar(np.arange(LATENTS) + offset, activity[beta], width, color=f"C{i}", label=label)
 axes[1].axhline(0.01, color="r", ls="--", label="threshold 0.01")
 axes[0].set_ylabel("mean KL(q(z_d|x) ‖ p(z_d)) [nats]")
 axes[0].set_title("KL per latent")
@@ -318,7 +321,7 @@ fig.tight_layout()
 plt.show()
 
 s1, sb = summary[1.0], summary[BETA]
-assert sb["active_units"] < s1["active_units"] == 16  # collapse: fewer active units
+assert sb["active_units"] < s1["active_units"] == LATENTS  # collapse: fewer active units
 assert sb["active_units"] <= 2 and np.all(kl_dims[BETA][activity[BETA] <= 0.01] < 0.02)
 assert sb["kl"] < 0.1 * s1["kl"]  # the KL term goes to 0 ...
 assert sb["recon"] < s1["recon"] - 1.0  # ... and so does what z tells the decoder
@@ -357,6 +360,6 @@ assert spread[BETA] < 0.1 * spread[1.0]  # the reconstructions stop depending on
 #   log-likelihood drop. The active-unit count detects it.
 #
 # ## Try this
-# In `digits_config` (section 3), set `latent_dim=2`. *Predict:* how is the KL shared between the two
+# In section 3, set `LATENTS = 2`. *Predict:* how is the KL shared between the two
 # latents? (Both carry a large share: with only two latents the decoder gains a lot
 # from each, more than its KL cost; collapse is what happens to latents it can spare.)
