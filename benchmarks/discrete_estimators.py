@@ -475,8 +475,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg["baseline_steps"],
     )
     t_grad = time.perf_counter() - t0
+    print(f"{NAME}: gradients done ({t_grad:.0f} s)", flush=True)
     curves = curves_study(x_train, cfg["curve_steps"], archs, train_labels)
     t_curves = time.perf_counter() - t0 - t_grad
+    print(f"{NAME}: curves done ({t_curves:.0f} s)", flush=True)
     exact = exact_study(
         x_train, x_test, cfg["exact_d"], cfg["exact_train"], cfg["images"], cfg["big_k"]
     )

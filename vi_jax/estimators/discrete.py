@@ -231,7 +231,8 @@ def nvil(
     # (else the value would be -inf - -inf = NaN); a NaN f stays NaN.
     residual = jnp.where(jnp.isinf(centred), 0.0, centred - baseline)
     fit = -0.5 * jnp.mean(residual**2, axis=0)
-    out = jnp.mean(f + _common.score_term(log_q, signal, f), axis=0) + fit - sg(fit)
+    value = jnp.mean(_finite_or_const(f) + _common.score_term(log_q, signal, f), axis=0)
+    out = value + fit - sg(fit)
     return _nan_out(out, f)
 
 
