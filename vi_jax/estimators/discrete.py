@@ -21,6 +21,11 @@ and refuse anything else; the relaxations also accept `vi_jax.families.GroupedOn
 Every estimator's theta gradient is the mean of grad_theta log p(x, z) over its samples
 (at the relaxed samples for the two relaxations).
 
+NaN and zero mass, as everywhere in vi_jax: a NaN log p(x, z) at any sample makes that
+datum's value and gradient (w.r.t. q's and the model's parameters) NaN, never a plausible
+number; a sample with log p(x, z) = -inf (zero mass) gives the value -inf and contributes
+no gradient.
+
 `exact_elbo` sums q(z) f(z) over every z in q's support, so `jax.grad` of it is the
 exact ELBO gradient against which the estimators are graded.
 """
