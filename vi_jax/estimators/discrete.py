@@ -21,6 +21,11 @@ and refuse anything else; the relaxations also accept `vi_jax.families.GroupedOn
 Every estimator's theta gradient is the mean of grad_theta log p(x, z) over its samples
 (at the relaxed samples for the two relaxations).
 
+NaN and zero mass, as everywhere in vi_jax: a NaN log p(x, z) at any sample makes that
+datum's value and gradient (w.r.t. q's and the model's parameters) NaN, never a plausible
+number; a sample with log p(x, z) = -inf (zero mass) gives the value -inf and contributes
+no gradient.
+
 `exact_elbo` sums q(z) f(z) over every z in q's support, so `jax.grad` of it is the
 exact ELBO gradient against which the estimators are graded.
 """
@@ -37,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import check_finite, check_positive_float
-from vi_jax.estimators import _common, registry
+from vi_jax.estimators import _common, _logspace, registry
 from vi_jax.estimators.enumeration import binary_support
 from vi_jax.estimators.registry import EstimatorSpec
 from vi_jax.types import Array, LogJoint
@@ -116,6 +121,26 @@ def _relaxed_and_hard(
 def _f(log_joint: LogJoint, q: distrax.Distribution, z: Array, num_samples: int) -> Array:
     log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
     return log_p - q.log_prob(z)
+
+
+def _nan_out(surrogate: Array, *signals: Array) -> Array:
+    """`surrogate [*batch]` made NaN, value and gradient, for a datum with a NaN f.
+
+    A NaN log p(x, z) is not a zero weight: without this the phi gradient of a datum whose
+    f is NaN could come out finite (a NaN that entered as a constant has no derivative),
+    a plausible number. NaN * d(surrogate) is NaN even where d(surrogate) is 0.
+    """
+    nan_in = jnp.zeros(surrogate.shape, bool)
+    for f in signals:
+        nan_in = nan_in | _logspace.any_nan(f, axis=0)
+    # A constant factor (1 or NaN), not a `where` over `surrogate * nan`, whose cotangent
+    # 0 * NaN would poison the gradient of every other datum too.
+    return surrogate * jnp.where(nan_in, jnp.nan, 1.0).astype(surrogate.dtype)
+
+
+def _finite_or_const(x: Array) -> Array:
+    """x, but held constant where it is infinite (a zero-mass sample gives no gradient)."""
+    return jnp.where(jnp.isinf(x), sg(x), x)
 
 
 # --------------------------------------------------------------------- NVIL
@@ -207,8 +232,13 @@ def nvil(
     centred = sg(f) - sg(state.mean)  # [K, *batch]
     scale = jnp.maximum(1.0, jnp.sqrt(sg(state.var)))
     signal = (centred - sg(baseline)) / scale
-    fit = -0.5 * jnp.mean((centred - baseline) ** 2, axis=0)
-    return jnp.mean(f + _common.score_term(log_q, signal), axis=0) + fit - sg(fit)
+    # A zero-mass sample (f = -inf) says nothing about C(x): it is left out of the fit
+    # (else the value would be -inf - -inf = NaN); a NaN f stays NaN.
+    residual = jnp.where(jnp.isinf(centred), 0.0, centred - baseline)
+    fit = -0.5 * jnp.mean(residual**2, axis=0)
+    value = jnp.mean(_finite_or_const(f) + _common.score_term(log_q, signal, f), axis=0)
+    out = value + fit - sg(fit)
+    return _nan_out(out, f)
 
 
 # --------------------------------------------------------------------- ARM / DisARM
@@ -231,11 +261,16 @@ def _antithetic_pair(
 
 
 def _logit_surrogate(f1: Array, f2: Array, grad_logits: Array, logits: Array) -> Array:
-    """Value mean(f1, f2); gradient: theta via f, phi via sum_d g_d * logits_d."""
-    finite = jnp.all(jnp.isfinite(grad_logits), axis=0)
-    g = sg(jnp.where(finite, jnp.mean(grad_logits, axis=0), 0.0))
+    """Value mean(f1, f2); gradient: theta via f, phi via sum_d g_d * logits_d.
+
+    A pair with an infinite f (zero mass; inf - inf is NaN there) contributes no logit
+    gradient; a NaN f makes the datum's value and gradient NaN.
+    """
+    finite = jnp.isfinite(f1) & jnp.isfinite(f2)  # [K, *batch]
+    g = sg(jnp.mean(jnp.where(finite[..., None], grad_logits, 0.0), axis=0))
     phi = jnp.sum(g * (logits - sg(logits)), axis=-1)
-    return 0.5 * (jnp.mean(f1, axis=0) + jnp.mean(f2, axis=0)) + phi
+    out = 0.5 * (jnp.mean(_finite_or_const(f1), axis=0) + jnp.mean(_finite_or_const(f2), axis=0))
+    return _nan_out(out + phi, f1, f2)
 
 
 def arm(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int = 1) -> Array:
@@ -321,9 +356,11 @@ def gumbel_softmax(
     temperature = _check_temperature(temperature)
     num_samples = _common.check_args(log_joint, q, num_samples)
     relaxed, hard = _relaxed_and_hard(key, q, num_samples, temperature, "gumbel_softmax")
-    f_relaxed = jnp.mean(_f(log_joint, q, relaxed, num_samples), axis=0)
-    f_hard = sg(jnp.mean(_f(log_joint, q, hard, num_samples), axis=0))
-    return f_hard + f_relaxed - sg(f_relaxed)
+    f_relaxed = _f(log_joint, q, relaxed, num_samples)
+    f_hard = _f(log_joint, q, hard, num_samples)
+    # Zero-valued per sample; an infinite relaxed f gives no gradient (not inf - inf = NaN).
+    path = jnp.where(jnp.isinf(f_relaxed), 0.0, f_relaxed - sg(f_relaxed))
+    return _nan_out(sg(jnp.mean(f_hard, axis=0)) + jnp.mean(path, axis=0), f_relaxed, f_hard)
 
 
 def straight_through(
@@ -356,7 +393,8 @@ def straight_through(
     num_samples = _common.check_args(log_joint, q, num_samples)
     relaxed, hard = _relaxed_and_hard(key, q, num_samples, temperature, "straight_through")
     z = hard + (relaxed - sg(relaxed))  # value exactly `hard`
-    return jnp.mean(_f(log_joint, q, z, num_samples), axis=0)
+    f = _f(log_joint, q, z, num_samples)
+    return _nan_out(jnp.mean(_finite_or_const(f), axis=0), f)
 
 
 # --------------------------------------------------------------------- exact answers
