@@ -301,7 +301,10 @@ def elbo_score_function_loo(
         )
     f, log_q, k = _score_function_parts(key, log_joint, q, num_samples)
     loo_baseline = (jnp.sum(f, axis=0, keepdims=True) - f) / (k - 1)
-    return jnp.mean(f + _common.score_term(log_q, f - loo_baseline, f), axis=0)
+    surrogate = jnp.mean(f + _common.score_term(log_q, f - loo_baseline, f), axis=0)
+    # A NaN f makes the model's gradient NaN too, not only q's (a NaN that entered as a
+    # constant has no derivative, and mean(f) alone would give a finite one).
+    return surrogate * jnp.where(_logspace.any_nan(f, axis=0), jnp.nan, 1.0).astype(f.dtype)
 
 
 def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:
