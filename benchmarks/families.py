@@ -57,7 +57,7 @@ MNIST_FULL = dict(
     elbo_samples=100,
     gap_examples=100,
     gap_is_samples=2000,
-    gap_svi_steps=200,
+    gap_svi_steps=1000,
 )
 MNIST_QUICK = dict(
     MNIST_FULL,
