@@ -51,6 +51,7 @@ def test_train_and_evaluate_write_metrics_and_pictures(tmp_path, capsys):
     assert cli.main(gaps_argv) == 0
     gaps = json.loads((out / "gaps.json").read_text())
     assert np.isfinite(gaps["amortisation_gap"]) and gaps["num_examples"] == 8
+    assert gaps["family"] == "meanfield"  # the diagonal encoder's own family
     assert "amortisation" in capsys.readouterr().out.lower()
 
 
@@ -77,6 +78,28 @@ def test_resolve_estimator_and_config_refusals(tmp_path):
         experiment.build(experiment.TrainConfig(lr_schedule="burda"), 784)
     assert cli.main(["train", "--epochs", "0", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert cli.main(["evaluate", "--run", str(tmp_path / "missing")]) == 2
+
+
+def test_gaps_family_follows_the_encoder():
+    """q*'s family defaults to the trained encoder's; overrides are Gaussian or the same name."""
+    from vi_jax.families import make_family
+
+    iaf = make_family("iaf", 2, flow_steps=1, flow_hidden=4, context_dim=1)
+    resolve = experiment.resolve_gap_family
+    flow_run, diag_run = experiment.TrainConfig(posterior="iaf"), experiment.TrainConfig()
+    assert resolve(flow_run, None, iaf) is iaf
+    assert resolve(flow_run, "iaf", iaf) is iaf
+    assert resolve(flow_run, "meanfield", iaf) == "meanfield"
+    assert resolve(flow_run, "fullrank", iaf) == "fullrank"
+    assert resolve(diag_run, None, None) == "meanfield"
+    assert resolve(diag_run, "diag", None) == "meanfield"
+    full = make_family("fullrank", 2)
+    assert resolve(experiment.TrainConfig(posterior="fullrank"), None, full) is full
+    for bad in ("spline", "diag", "flow", 3):
+        with pytest.raises(ValueError, match="`family`"):
+            resolve(flow_run, bad, iaf)
+    with pytest.raises(ValueError, match="`family`"):
+        experiment.gaps("no-such-run-is-read-first", family="x")
 
 
 def test_tile_images_layout_and_refusals():

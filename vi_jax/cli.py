@@ -203,7 +203,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--examples", type=int, default=100, help="first N test examples")
     g.add_argument("--is-samples", type=int, default=1000, help="K for log p(x)")
     g.add_argument("--svi-steps", type=int, default=300, help="steps to fit each q*")
-    g.add_argument("--family", choices=["meanfield", "fullrank"], default="meanfield")
+    g.add_argument(
+        "--family",
+        choices=["meanfield", "fullrank", "diag", "lowrank", "iaf", "realnvp", "spline"],
+        default=None,
+        help="q*'s family (default: the run's encoder family; meanfield/fullrank: a Gaussian "
+        "q* whatever the encoder; a family name must be the run's --posterior)",
+    )
     return p
 
 

@@ -664,13 +664,50 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, np.ndarray, Any, 
     return config, x_test, graphdef, ckpt.state.params, rest, ckpt.epoch
 
 
+GAP_FAMILIES = ("meanfield", "fullrank")
+"""Gaussian q* families `gaps` takes by name whatever the encoder (see `gaps`)."""
+
+
+def resolve_gap_family(config: TrainConfig, family: str | None, encoder_family: Any) -> Any:
+    """The q* family `gaps` fits for a run trained with `config.posterior`.
+
+    Args:
+      config: the run's configuration.
+      family: None (the encoder's own family), "meanfield", "fullrank", or the run's
+        own posterior name (the same as None).
+      encoder_family: the trained encoder's `vi_jax.families.Family` (None for a
+        diagonal Gaussian encoder).
+
+    Returns:
+      "meanfield" or "fullrank" (a Gaussian q* started from q_enc's loc and marginal
+      scales), or the encoder's Family for its own name (q* per data point in that
+      family, warm-started from the encoder's q: its flow weights included).
+
+    Raises:
+      ValueError: `family` is none of those.
+    """
+    if family is not None and family not in (*GAP_FAMILIES, config.posterior):
+        raise ValueError(
+            f"`family` must be None (this run's encoder family, {config.posterior!r}), "
+            f"{config.posterior!r} or one of {list(GAP_FAMILIES)}, got {family!r}."
+        )
+    name = config.posterior if family is None else family
+    if name == "diag":
+        return "meanfield"
+    if name == config.posterior and encoder_family is not None:
+        return encoder_family  # warm-started from the encoder's q, weights and all
+    if name in GAP_FAMILIES:
+        return name
+    raise ValueError(f"`family` {name!r}: the run's encoder has no such family to fit q* in.")
+
+
 def gaps(
     run_dir: str | os.PathLike,
     *,
     num_examples: int = 100,
     num_is_samples: int = 1000,
     svi_steps: int = 300,
-    family: str = "meanfield",
+    family: str | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, Any], str]:
     """Approximation and amortisation gaps (Cremer et al. 2018) of a trained run.
@@ -680,16 +717,32 @@ def gaps(
       num_examples: test examples (the first ones).
       num_is_samples: K for log p(x).
       svi_steps: optimisation steps of the per-example q*.
-      family: "meanfield" (the encoder's family) or "fullrank".
+      family: the family of q*. None (default): the trained encoder's own family
+        (`config.posterior`: the mean-field Gaussian for "diag"; for a flow, a
+        per-datapoint flow warm-started from the encoder's weights), which is the
+        Cremer et al. split. "meanfield" / "fullrank": a diagonal / full-covariance
+        Gaussian q* whatever the encoder. The run's posterior name means None.
       progress: show a progress bar.
 
     Returns:
-      `(summary, markdown_table)`; the summary is also written to `run_dir/gaps.json`.
+      `(summary, markdown_table)`; the summary (with "family", the name of q*'s
+      family) is also written to `run_dir/gaps.json`.
+
+    Raises:
+      ValueError: `family` is not one of those.
     """
     from vi_jax.inference.gaps import gaps_table, inference_gaps
 
+    if family is not None and family not in (*GAP_FAMILIES, *CONTINUOUS_FAMILIES):
+        raise ValueError(
+            f"`family` must be None, one of {list(GAP_FAMILIES)} or the run's posterior "
+            f"(one of {list(CONTINUOUS_FAMILIES)}), got {family!r}."
+        )
     run_dir = Path(run_dir)
     config, x_test, graphdef, params, rest, epoch = load_run(run_dir)
+    encoder = merge_params(graphdef, params, rest).encoder
+    q_family = resolve_gap_family(config, family, getattr(encoder, "family", None))
+    name = q_family if isinstance(q_family, str) else config.posterior
     _, summary = inference_gaps(
         jax.random.key(config.seed + 3),
         params,
@@ -697,11 +750,11 @@ def gaps(
         jnp.asarray(x_test[:num_examples]),
         num_is_samples=num_is_samples,
         svi_steps=svi_steps,
-        family=family,
+        family=q_family,
         progress=progress,
     )
     summary = {k: (float(v) if np.ndim(v) == 0 else v) for k, v in summary.items()}
-    out = {"epoch": epoch, "family": family, "svi_steps": svi_steps, **summary}
+    out = {"epoch": epoch, "family": name, "svi_steps": svi_steps, **summary}
     write_text_atomic(run_dir / "gaps.json", json.dumps(out, indent=2, default=float))
     return out, gaps_table(summary)
 

@@ -143,6 +143,13 @@ def _check_families_sane(quick_runs):
     for stats in banana["families"].values():
         # KL(q || p) >= 0 up to 4 Monte Carlo standard errors
         assert stats["kl"] > -4 * stats["elbo_stderr"]
+    # The MNIST leg (synthetic data under --quick): q* lives in each encoder's own family.
+    mnist = res["mnist"]["families"]
+    assert mnist["diag"]["gaps"]["family"] == "meanfield"
+    assert mnist["iaf"]["gaps"]["family"] == "iaf"
+    for r in mnist.values():
+        assert r["test"]["elbo"] <= r["test"]["log_likelihood"] + 4 * r["test"]["elbo_stderr"]
+    assert mnist["iaf"]["vs_diag"]["elbo_gain_stderr"] > 0
 
 
 def _check_training_speed_roofline_and_iwae_model(quick_runs):

@@ -25,7 +25,6 @@ def test_log_prob_matches_full_covariance_gaussian(name):
     fam = make_family(name, D, rank=2)
     params = random_params(jax.random.key(0), B, fam)
 
-    @jax.jit
     def check(params, key):
         q = fam(params)
         z, log_q = q.sample_and_log_prob(seed=key, sample_shape=(5,))
@@ -33,17 +32,23 @@ def test_log_prob_matches_full_covariance_gaussian(name):
         ref = distrax.MultivariateNormalFullCovariance(q.mean(), cov)
         return z, log_q, ref.log_prob(z), q.log_prob(z)
 
-    z, log_q, ref, lp = check(params, jax.random.key(1))
+    @jax.jit  # one compilation: the check, params_of's round trip, vmap over keys, grad
+    def run(params, keys):
+        z, log_q, ref, lp = check(params, keys[0])
+        round_trip = fam(fam.params_of(fam(params))).log_prob(z)
+        out = jax.vmap(lambda k: check(params, k)[1])(keys)
+        g = jax.grad(lambda p: jnp.sum(check(p, keys[0])[1]))(params)
+        return z, log_q, ref, lp, round_trip, out, g
+
+    keys = jax.random.split(jax.random.key(2), 3)
+    z, log_q, ref, lp, round_trip, out, g = run(params, keys)
     assert z.shape == (5, B, D)
     np.testing.assert_allclose(lp, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(log_q, ref, rtol=1e-4, atol=1e-4)
     # params_of inverts the family map (used to warm-start per-datapoint SVI).
-    np.testing.assert_allclose(fam(fam.params_of(fam(params))).log_prob(z), lp, atol=1e-4)
+    np.testing.assert_allclose(round_trip, lp, atol=1e-4)
     # vmap over keys and grad through the params.
-    keys = jax.random.split(jax.random.key(2), 3)
-    out = jax.vmap(lambda k: check(params, k)[1])(keys)
     assert out.shape == (3, 5, B)
-    g = jax.grad(lambda p: jnp.sum(check(p, keys[0])[1]))(params)
     assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.sum(jnp.abs(g))) > 0
 
 

@@ -28,7 +28,7 @@ from vi_jax._validation import check_callable, check_finite, check_positive_int
 from vi_jax.estimators import bounds
 from vi_jax.estimators.gradients import elbo_pathwise
 from vi_jax.estimators.importance import importance_log_marginal
-from vi_jax.families import Family
+from vi_jax.families import Family, FlowDistribution
 from vi_jax.inference import svi
 from vi_jax.types import Array, ModelView
 
@@ -55,8 +55,9 @@ def inference_gaps(
     Args:
       key: PRNG key.
       params: model parameters passed to `model_fn`.
-      model_fn: `(params, x [B, data]) -> ModelView`; its posterior must be a
-        `distrax.MultivariateNormalDiag` with loc/scale `[B, latent]`.
+      model_fn: `(params, x [B, data]) -> ModelView`; its posterior has batch `[B]`,
+        event `[latent]` (for a string `family`, q* starts from its loc and marginal
+        scales: a flow's affine part, a Gaussian's mean and standard deviations).
       data: `[N, *data_shape]`.
       num_is_samples: K for the importance-sampled log p(x) (static, >= 1).
       svi_steps: Adam steps of per-datapoint SVI for q* (>= 1).
@@ -103,8 +104,7 @@ def inference_gaps(
         if isinstance(family, Family):
             init = svi.init_from_q(q_enc, family)
         else:
-            loc = jax.lax.stop_gradient(q_enc.loc)
-            scale = jax.lax.stop_gradient(jnp.broadcast_to(q_enc.scale_diag, loc.shape))
+            loc, scale = _loc_scale(q_enc)
             init = svi.init_params(loc, family, scale)
         k_fit, k_enc, k_opt, k_is = jax.random.split(k, 4)
         _, q_opt, _ = svi.fit_local(
@@ -155,6 +155,22 @@ def inference_gaps(
         summary[name] = float(values.mean())
         summary[f"{name}_stderr"] = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf
     return per_example, summary
+
+
+def _loc_scale(q: Any) -> tuple[Array, Array]:
+    """A Gaussian warm start `(loc, scale)` `[B, D]` from any encoder q (held fixed).
+
+    A diagonal Gaussian gives its own; a flow (`loc + scale * T(eps)`) its affine part;
+    any other q (full-covariance, low-rank) its mean and marginal standard deviations.
+    """
+    if hasattr(q, "scale_diag"):
+        loc, scale = q.loc, jnp.broadcast_to(q.scale_diag, q.loc.shape)
+    elif isinstance(q, FlowDistribution):
+        loc, scale = q.loc, q.scale
+    else:
+        loc = q.mean()
+        scale = jnp.sqrt(jnp.diagonal(q.covariance(), axis1=-2, axis2=-1))
+    return jax.lax.stop_gradient(loc), jax.lax.stop_gradient(scale)
 
 
 def gaps_table(summary: dict[str, float]) -> str:
