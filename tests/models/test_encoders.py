@@ -97,3 +97,17 @@ def test_refusals():
         GaussianEncoder(lambda x: x, 2)
     with pytest.raises(ValueError, match="`scale`"):
         inverse_softplus_scale(1e-5, 1e-4)
+
+
+@pytest.mark.parametrize("posterior", ["fullrank", "lowrank"])
+def test_coupled_family_encoder_starts_near_a_diagonal_gaussian(posterior):
+    from vi_jax.families import COUPLING_INIT_GAIN
+    from vi_jax.models import FamilyEncoder
+
+    d, x = 4, jnp.linspace(0.0, 1.0, 2 * 6).reshape(2, 6)
+    enc = FamilyEncoder.mlp(6, (8,), d, posterior, rngs=0)
+    plain = MLP(6, (8,), enc.family.param_size, rngs=0)  # the same draws, no gain
+    got, ref = np.asarray(enc.params(x)), np.asarray(plain(x))
+    np.testing.assert_allclose(got[:, : 2 * d], ref[:, : 2 * d], rtol=1e-6)
+    np.testing.assert_allclose(got[:, 2 * d :], COUPLING_INIT_GAIN * ref[:, 2 * d :], rtol=1e-5)
+    assert np.all(enc.family.output_gain()[: 2 * d] == 1.0)

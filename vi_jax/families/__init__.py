@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from vi_jax.families._base import DEFAULT_MIN_SCALE, Family, positive
+from vi_jax.families._base import COUPLING_INIT_GAIN, DEFAULT_MIN_SCALE, Family, positive
 from vi_jax.families._flow import FlowDistribution, FlowFamily
 from vi_jax.families.bernoulli import factorised_bernoulli
 from vi_jax.families.categorical import GroupedOneHot, grouped_one_hot
@@ -79,6 +79,7 @@ def make_family(
 
 __all__ = [
     "CONTINUOUS_FAMILIES",
+    "COUPLING_INIT_GAIN",
     "DEFAULT_MIN_SCALE",
     "FLOW_FAMILIES",
     "IAF",

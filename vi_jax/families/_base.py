@@ -15,11 +15,15 @@ from typing import Any
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vi_jax.types import Array, PyTree
 
 DEFAULT_MIN_SCALE = 1e-4
+# An encoder's initial outputs for the params that couple latent dimensions are scaled by
+# this (see `Family.output_gain`): q starts near a diagonal Gaussian.
+COUPLING_INIT_GAIN = 0.1
 """Floor added to every softplus scale so that a scale is never zero."""
 
 
@@ -104,6 +108,16 @@ class Family(nnx.Module):
     def params_of(self, q: distrax.Distribution) -> Array:
         """The per-datum params `[B, param_size]` that produced `q` (for warm starts)."""
         raise NotImplementedError
+
+    def output_gain(self) -> np.ndarray:
+        """`[param_size]` factors for an encoder's initial output layer (ones by default).
+
+        A family whose params couple the latent dimensions (a Cholesky factor's
+        off-diagonal, low-rank factors) shrinks those at initialisation, so that an
+        amortised q starts near a diagonal Gaussian instead of one with O(1) random
+        correlations that the first epochs of training would spend undoing.
+        """
+        return np.ones(self.param_size, np.float32)
 
     def net_state(self) -> PyTree:
         """The family's network weights as a pytree (empty for Gaussians)."""

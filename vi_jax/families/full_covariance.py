@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax.families._base import (
+    COUPLING_INIT_GAIN,
     DEFAULT_MIN_SCALE,
     Family,
     check_count,
@@ -41,6 +42,12 @@ class FullCovarianceGaussian(Family):
         self.param_size = 2 * d + d * (d - 1) // 2
         rows, cols = np.tril_indices(d, -1)
         self._rows, self._cols = tuple(int(r) for r in rows), tuple(int(c) for c in cols)
+
+    def output_gain(self) -> np.ndarray:
+        """Ones for loc and the diagonal, `COUPLING_INIT_GAIN` for the off-diagonal."""
+        gain = np.ones(self.param_size, np.float32)
+        gain[2 * self.latent_dim :] = COUPLING_INIT_GAIN
+        return gain
 
     def scale_tri(self, params: Array) -> Array:
         """The Cholesky factor L `[*batch, D, D]` for `params [*batch, param_size]`."""

@@ -12,8 +12,10 @@ import math
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vi_jax.families._base import (
+    COUPLING_INIT_GAIN,
     DEFAULT_MIN_SCALE,
     Family,
     check_count,
@@ -136,6 +138,12 @@ class LowRankGaussian(Family):
         self.rank = check_count(rank, "rank")
         self.min_scale = float(min_scale)
         self.param_size = self.latent_dim * (2 + self.rank)
+
+    def output_gain(self) -> np.ndarray:
+        """Ones for loc and the diagonal, `COUPLING_INIT_GAIN` for the factors W."""
+        gain = np.ones(self.param_size, np.float32)
+        gain[2 * self.latent_dim :] = COUPLING_INIT_GAIN
+        return gain
 
     def __call__(self, params: Array) -> LowRankMultivariateNormal:
         """Q for `params [*batch, param_size]`: batch `[*batch]`, event `[D]`."""

@@ -195,6 +195,10 @@ class FamilyEncoder(nnx.Module):
             rngs=rngs,
         )
         net = MLP(data_dim, hidden, family.param_size, activation=activation, rngs=rngs)
+        last = net.layers[-1]
+        gain = jnp.asarray(family.output_gain(), last.kernel.dtype)
+        last.kernel[...] = last.kernel[...] * gain
+        last.bias[...] = last.bias[...] * gain
         return cls(net, family)
 
     def params(self, x: Array) -> Array:
