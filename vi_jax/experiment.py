@@ -28,6 +28,7 @@ from vi_jax.estimators.thermodynamic import tvo_schedule
 from vi_jax.families import CONTINUOUS_FAMILIES
 from vi_jax.inference.evaluate import Evaluation, evaluate_model
 from vi_jax.models import (
+    init_decoder_bias,
     make_binary_vae,
     make_mlp_vae,
     make_two_layer_vae,
@@ -92,6 +93,10 @@ MODELS = ("mlp", "two-layer")
 width 2 * latent_dim over `hidden`, z2 of width latent_dim over `hidden` halved
 (`--latent 50 --hidden 200,200 --activation tanh` is the paper's 784-200-200-100-100-50)."""
 LATENT_TYPES = ("gaussian", "bernoulli", "categorical")
+DECODER_BIASES = ("zero", "mean")
+"""The decoder's output bias at initialisation. `zero`: Flax's default. `mean`: the logit
+of the mean training image (`vi_jax.models.init_decoder_bias`), as in Burda et al.'s code;
+without it the two-layer VAE switches its latents off early (benchmarks/README.md, issue 14)."""
 
 
 @dataclasses.dataclass
@@ -135,6 +140,7 @@ class TrainConfig:
     latent_type: str = "gaussian"
     num_classes: int = 2
     temperature: float = 1.0
+    decoder_bias: str = "zero"
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first invalid field."""
@@ -192,6 +198,10 @@ class TrainConfig:
             not isinstance(self.num_classes, int) or self.num_classes < 2
         ):
             raise ValueError(f"`num_classes` must be an integer >= 2, got {self.num_classes!r}.")
+        if self.decoder_bias not in DECODER_BIASES:
+            raise ValueError(
+                f"`decoder_bias` must be one of {list(DECODER_BIASES)}, got {self.decoder_bias!r}."
+            )
         if not (self.temperature > 0 and np.isfinite(self.temperature)):
             raise ValueError(f"`temperature` must be > 0, got {self.temperature}.")
         if not 0.0 <= self.ciwae_beta <= 1.0:
@@ -216,6 +226,8 @@ RESUMABLE_FIELDS = (
 )
 # Fields that change the parameters' shapes: the saved checkpoints cannot continue.
 STRUCTURAL_FIELDS = ("dataset", "latent_dim", "hidden", "prior")
+# Fields added after runs were saved: a saved config without one ran with this value.
+_ADDED_FIELDS = {"decoder_bias": "zero"}
 CONFIG_FILE = "config.json"
 CONFIG_HISTORY_FILE = "config_history.jsonl"
 
@@ -265,7 +277,7 @@ def check_rerun(
                 "requested configuration matches the run's. Use a new output directory."
             )
         return {}
-    saved = _read_saved_config(cfg_path)
+    saved = {**_ADDED_FIELDS, **_read_saved_config(cfg_path)}
     requested = _config_dict(config)
     diff = {k: (saved.get(k), v) for k, v in requested.items() if k not in saved or saved[k] != v}
     changing = {k: d for k, d in diff.items() if k not in RESUMABLE_FIELDS}
@@ -324,11 +336,17 @@ def _device_info(mesh: Any = None) -> dict[str, Any]:
     }
 
 
-def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
+def build(
+    config: TrainConfig,
+    data_dim: int,
+    num_train: int | None = None,
+    train_x: np.ndarray | None = None,
+):
     """The VAE, its (graphdef, params, rest) split, the loss and the optimizer.
 
     `num_train` (training examples) is needed by the "burda" schedule, whose stages are
-    counted in passes over the data.
+    counted in passes over the data; `train_x` (the training data in [0, 1],
+    `[N, data_dim]`) by `decoder_bias="mean"`, whose output bias is its mean's logit.
     """
     if config.latent_type != "gaussian":  # binary / grouped one-hot latents
         vae = make_binary_vae(
@@ -360,6 +378,10 @@ def build(config: TrainConfig, data_dim: int, num_train: int | None = None):
             flow_hidden=config.flow_hidden,
             rngs=config.seed,
         )
+    if config.decoder_bias == "mean":
+        if train_x is None:
+            raise ValueError("`decoder_bias` 'mean' needs the training data (`train_x`).")
+        init_decoder_bias(vae, train_x)
     graphdef, params, rest = split_params(vae)
     estimator = registry.get_estimator(config.objective, config.estimator).bind(
         **estimator_options(config)
@@ -534,7 +556,7 @@ def train(
                 f.flush()
                 os.fsync(f.fileno())
         write_text_atomic(out / CONFIG_FILE, json.dumps(dataclasses.asdict(config), indent=2))
-    graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr))
+    graphdef, params, rest, loss_fn, optimizer = build(config, xtr.shape[1], len(xtr), xtr)
     step = make_train_step(loss_fn, optimizer)
     preprocess = None
     if config.binarize == "dynamic" and config.dataset != "synthetic":
@@ -657,7 +679,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, np.ndarray, Any, 
         raise ValueError(f"{cfg_path} is not a TrainConfig: {err}") from None
     xtr, _, xte, _ = load_data(config)
     x_test = _binarized_test(config, xte)
-    graphdef, params, rest, _, optimizer = build(config, x_test.shape[1], len(xtr))
+    graphdef, params, rest, _, optimizer = build(config, x_test.shape[1], len(xtr), xtr)
     from vi_jax.training import restore_latest_intact
 
     ckpt = restore_latest_intact(run_dir / "checkpoints", init_train_state(params, optimizer))
