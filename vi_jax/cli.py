@@ -85,10 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--decoder-bias",
-        choices=["zero", "mean"],
+        choices=["mean", "zero"],
         default=d.decoder_bias,
-        help="the decoder's output bias at initialisation: zero, or the logit of the mean "
-        "training image (Burda et al.'s code; what the two-layer model needs)",
+        help="the decoder's output bias at initialisation: the logit of the mean training "
+        "image (default; Burda et al.'s code; what the two-layer model needs), or zero",
     )
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -93,10 +93,12 @@ MODELS = ("mlp", "two-layer")
 width 2 * latent_dim over `hidden`, z2 of width latent_dim over `hidden` halved
 (`--latent 50 --hidden 200,200 --activation tanh` is the paper's 784-200-200-100-100-50)."""
 LATENT_TYPES = ("gaussian", "bernoulli", "categorical")
-DECODER_BIASES = ("zero", "mean")
-"""The decoder's output bias at initialisation. `zero`: Flax's default. `mean`: the logit
-of the mean training image (`vi_jax.models.init_decoder_bias`), as in Burda et al.'s code;
-without it the two-layer VAE switches its latents off early (benchmarks/README.md, issue 14)."""
+DECODER_BIASES = ("mean", "zero")
+"""The decoder's output bias at initialisation. `mean` (the default): the logit of the
+mean training image (`vi_jax.models.init_decoder_bias`), as in Burda et al.'s code;
+without it the two-layer VAE switches its latents off early, and the default one-layer
+job ends 0.20 ± 0.11 nats lower (benchmarks/README.md, issue 14). `zero`: Flax's default
+(runs saved before the option existed)."""
 
 
 @dataclasses.dataclass
@@ -104,7 +106,8 @@ class TrainConfig:
     """Everything a training run depends on (saved to `config.json`).
 
     Defaults train the PyTorch-example VAE (784-400-20, ReLU, batch 128, Adam 1e-3) on
-    dynamically binarised MNIST for 10 epochs: a few minutes on a 2-core CPU.
+    dynamically binarised MNIST for 10 epochs: a few minutes on a 2-core CPU; its
+    decoder's output bias starts at the mean training image's logit (`decoder_bias`).
     """
 
     dataset: str = "mnist"
@@ -140,7 +143,7 @@ class TrainConfig:
     latent_type: str = "gaussian"
     num_classes: int = 2
     temperature: float = 1.0
-    decoder_bias: str = "zero"
+    decoder_bias: str = "mean"
 
     def validate(self) -> TrainConfig:
         """Raises ValueError naming the first invalid field."""
@@ -348,6 +351,10 @@ def build(
     counted in passes over the data; `train_x` (the training data in [0, 1],
     `[N, data_dim]`) by `decoder_bias="mean"`, whose output bias is its mean's logit.
     """
+    if config.lr_schedule == "burda" and num_train is None:
+        raise ValueError("The 'burda' schedule needs `num_train` (steps per epoch).")
+    if config.decoder_bias == "mean" and train_x is None:
+        raise ValueError("`decoder_bias` 'mean' needs the training data (`train_x`).")
     if config.latent_type != "gaussian":  # binary / grouped one-hot latents
         vae = make_binary_vae(
             data_dim,
@@ -379,8 +386,6 @@ def build(
             rngs=config.seed,
         )
     if config.decoder_bias == "mean":
-        if train_x is None:
-            raise ValueError("`decoder_bias` 'mean' needs the training data (`train_x`).")
         init_decoder_bias(vae, train_x)
     graphdef, params, rest = split_params(vae)
     estimator = registry.get_estimator(config.objective, config.estimator).bind(
@@ -402,8 +407,6 @@ def build(
         )
     learning_rate: float | optax.Schedule = config.learning_rate
     if config.lr_schedule == "burda":
-        if num_train is None:
-            raise ValueError("The 'burda' schedule needs `num_train` (steps per epoch).")
         steps = max(1, num_train // config.batch_size)
         learning_rate = burda_schedule(config.learning_rate, steps)
     optimizer = optax.adam(learning_rate, eps=config.adam_eps)
@@ -671,7 +674,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, np.ndarray, Any, 
         raise FileNotFoundError(
             f"`run_dir` {str(run_dir)!r} has no config.json: not a training run."
         )
-    raw = _read_saved_config(cfg_path)
+    raw = {**_ADDED_FIELDS, **_read_saved_config(cfg_path)}
     try:
         raw["hidden"] = tuple(raw["hidden"])
         config = TrainConfig(**raw).validate()
