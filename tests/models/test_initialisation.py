@@ -45,7 +45,7 @@ def test_bias_is_the_logit_of_the_clipped_mean(make):
     vae = make()
     assert init_decoder_bias(vae, X) is vae
     np.testing.assert_allclose(_output_bias(vae), _expected(X), rtol=1e-5, atol=1e-5)
-    # The decoder's mean at the zero latent is the mean image up to the weights' term only.
+    # A pixel never on in the data gets the clipped logit, not -inf.
     assert _output_bias(vae)[0] == pytest.approx(np.log(1e-3 / (1 - 1e-3)), rel=1e-5)
 
 

@@ -5,7 +5,7 @@ image), and a VAE first spends its steps learning the mean image; meanwhile the 
 can switch its latents off for good (the two-stochastic-layer VAE does, see
 benchmarks/README.md, issue 14). Burda et al.'s code and the public TF2 IWAE
 reproduction (github.com/nbip/IWAE) start the bias at the logit of the mean training
-image instead, so that z = anything decodes to the mean image from step 0.
+image instead, so that from step 0 the decoder outputs about the mean image.
 """
 
 from __future__ import annotations
