@@ -13,6 +13,11 @@ Protocol, as stated in the paper (arXiv 1509.00519v4, section 5.1) and used here
   p(x|z1); its "our AU" counts both layers together (150 units);
 - data: the 60,000 MNIST training images, binarised dynamically (a fresh Bernoulli draw
   of every pixel each time an image is used); the 10,000 test images, binarised once;
+- initialisation: the decoder's output bias at the logit of the mean training image
+  (`decoder_bias="mean"`, `--decoder-bias mean`), as in the authors' code and the public
+  TF2 reproduction (github.com/nbip/IWAE); with a zero bias the two-layer model switches
+  its latents off early (benchmarks/README.md, issue 14). Cells saved before this setting
+  (a zero bias) are refused on resume: use another `--out`;
 - optimiser: Adam, beta1 = 0.9, beta2 = 0.999, eps = 1e-4; batch 20; 3^i passes at
   learning rate 0.001 * 10^(-i/7) for i = 0..7 (3280 passes);
 - objectives: the VAE (the k-sample average ELBO) and the IWAE bound L_k, k in {1, 5, 50},
@@ -120,6 +125,7 @@ def cell_config(
         estimator=estimator,
         num_samples=k,
         binarize="dynamic",
+        decoder_bias="mean",
         seed=seed,
         eval_samples=5000,
         eval_examples=0,  # the whole test set

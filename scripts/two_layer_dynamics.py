@@ -22,6 +22,7 @@ import optax
 import vi_jax.estimators as vie
 from vi_jax.data.mnist import load_mnist
 from vi_jax.models import (
+    init_decoder_bias,
     make_mlp_vae,
     make_two_layer_vae,
     make_vae_loss,
@@ -64,10 +65,8 @@ def main() -> None:
             rngs=0,
             min_scale=args.min_scale,
         )
-    if args.mean_bias:
-        inner = vae.decoder.decoder if args.model == "two-layer" else vae.decoder
-        mean = jnp.clip(data.mean(0), 1e-3, 1 - 1e-3)
-        inner.net.layers[-1].bias.value = jnp.log(mean) - jnp.log1p(-mean)
+    if args.mean_bias:  # what `vi-jax train --decoder-bias mean` does
+        init_decoder_bias(vae, data)
     graphdef, params, rest = split_params(vae)
     loss = make_vae_loss(
         graphdef, vie.elbo_pathwise, num_samples=1, rest=rest, monitor=True, beta=args.beta

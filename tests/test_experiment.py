@@ -132,7 +132,7 @@ def test_every_registered_objective_takes_a_training_step():
             tvo_partitions=3,
             sleep_weight=0.5 if objective == "rws" else 0.0,
         ).validate()
-        _, params, _, loss_fn, optimizer = experiment.build(config, 6, 8)
+        _, params, _, loss_fn, optimizer = experiment.build(config, 6, 8, x)
         step = jax.jit(make_train_step(loss_fn, optimizer))
         state, metrics = step(init_train_state(params, optimizer), x, jax.random.key(0))
         assert np.isfinite(float(metrics["loss"])), objective
@@ -167,3 +167,44 @@ def test_every_subcommand_shares_the_common_options():
     for argv in (["train"], ["evaluate", "--run", "r"], ["gaps", "--run", "r"]):
         assert parser.parse_args([*argv, "--no-progress"]).no_progress is True
         assert parser.parse_args(argv).no_progress is False
+
+
+def test_decoder_bias_flag_reaches_the_config_and_a_changed_value_is_refused(tmp_path, capsys):
+    import dataclasses
+
+    from vi_jax.models import merge_params
+
+    parser = cli._parser()
+    assert parser.parse_args(["train"]).decoder_bias == "mean"
+    assert parser.parse_args(["train", "--decoder-bias", "zero"]).decoder_bias == "zero"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--decoder-bias", "median"])
+    with pytest.raises(ValueError, match="`decoder_bias`"):
+        experiment.TrainConfig(decoder_bias="median").validate()
+    # A resumed run under another value is refused, through the CLI (before any data).
+    out = tmp_path / "run"
+    out.mkdir()
+    zero = experiment.TrainConfig(dataset="synthetic", decoder_bias="zero")
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(zero)))
+    argv = ["train", "--dataset", "synthetic", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 2  # the default is "mean"
+    assert "decoder_bias: 'zero' -> 'mean'" in capsys.readouterr().err
+    # A run saved before the field existed ran with a zero bias.
+    legacy = {k: v for k, v in dataclasses.asdict(zero).items() if k != "decoder_bias"}
+    (out / "config.json").write_text(json.dumps(legacy))
+    assert experiment.check_rerun(zero, out) == {}
+    mean = dataclasses.replace(zero, decoder_bias="mean")
+    with pytest.raises(experiment.ConfigChangeError, match="decoder_bias"):
+        experiment.check_rerun(mean, out)
+    # build sets the bias from the training data, for both models.
+    x = np.random.default_rng(1).random((20, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match="train_x"):
+        experiment.build(dataclasses.replace(mean, latent_dim=2, hidden=(4,)), 6, 20)
+    m = np.clip(x.mean(0), 1e-3, 1 - 1e-3)
+    for model in ("mlp", "two-layer"):
+        config = dataclasses.replace(mean, model=model, latent_dim=2, hidden=(4,))
+        graphdef, params, rest, _, _ = experiment.build(config, 6, 20, x)
+        decoder = merge_params(graphdef, params, rest).decoder
+        decoder = getattr(decoder, "decoder", decoder)
+        bias = np.asarray(decoder.net.layers[-1].bias.get_value())
+        np.testing.assert_allclose(bias, np.log(m / (1 - m)), rtol=1e-5, atol=1e-5)

@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         default=d.model,
         help="two-layer: z1 (2 x latent) and z2 (latent) stochastic layers (Burda et al. 2016)",
     )
+    t.add_argument(
+        "--decoder-bias",
+        choices=["mean", "zero"],
+        default=d.decoder_bias,
+        help="the decoder's output bias at initialisation: the logit of the mean training "
+        "image (default; Burda et al.'s code; what the two-layer model needs), or zero",
+    )
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")

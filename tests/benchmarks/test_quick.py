@@ -111,6 +111,9 @@ def _check_iwae_table_sane(quick_runs, capsys):
         assert 0 <= r["our AU"] <= (150 if r["cell"] == "vae2-k1" else 50) and r["passes"] == 2
         assert r["verdict"] == "not the full protocol"
         assert r["test ELBO"] <= -r["our NLL"] + 4 * r["± se"] + 1.0
+    for cell in ("vae2-k1", "iwae_dreg-k5"):  # the cells start at the mean image's logit
+        config = json.loads((d / cell / "metrics.json").read_text())["config"]
+        assert config["decoder_bias"] == "mean", cell
     paper = {r["cell"]: (r["paper NLL"], r["paper AU"]) for r in rows}
     assert paper == {"vae2-k1": (85.33, None), "iwae_dreg-k5": (85.54, 22)}
     assert {r["cell"]: r["objective"] for r in rows}["vae2-k1"] == "VAE 2-layer"
@@ -133,6 +136,16 @@ def test_iwae_table_refusals(tmp_path):
     (tmp_path / "vae-k1" / "config.json").write_text(json.dumps({"seed": 99}))
     with pytest.raises(SystemExit, match="another configuration"):
         iwae_table.main(["--quick", "--cell", "vae-k1", "--out", str(tmp_path)])
+    # A cell trained before the mean-image bias (saved with a zero one) is not resumed.
+    import dataclasses
+
+    cell = iwae_table.cell_config("vae2-k1", quick=True, passes=None, seed=0)
+    assert cell.decoder_bias == "mean"
+    (tmp_path / "vae2-k1").mkdir()
+    old = dataclasses.asdict(dataclasses.replace(cell, decoder_bias="zero"))
+    (tmp_path / "vae2-k1" / "config.json").write_text(json.dumps(old))
+    with pytest.raises(SystemExit, match="another configuration"):
+        iwae_table.main(["--quick", "--cell", "vae2-k1", "--out", str(tmp_path)])
 
 
 def _check_families_sane(quick_runs):

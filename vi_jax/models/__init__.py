@@ -20,6 +20,7 @@ from vi_jax.models.encoders import (
     softplus_scale,
 )
 from vi_jax.models.functional import count_params, merge_params, split_params
+from vi_jax.models.initialisation import DEFAULT_BIAS_EPS, init_decoder_bias, mean_logits
 from vi_jax.models.likelihoods import (
     BernoulliDecoder,
     GaussianDecoder,
@@ -76,6 +77,7 @@ __all__ = [
     "make_binary_vae",
     "nonlinear_binary_vae",
     "ACTIVATIONS",
+    "DEFAULT_BIAS_EPS",
     "DEFAULT_MIN_SCALE",
     "LIKELIHOODS",
     "MLP",
@@ -105,6 +107,7 @@ __all__ = [
     "unflatten_leading",
     "inverse_softplus_scale",
     "iwae_paper_two_layer_vae",
+    "init_decoder_bias",
     "iwae_paper_vae",
     "kl_is_analytic",
     "make_conv_vae",
@@ -112,6 +115,7 @@ __all__ = [
     "make_two_layer_vae",
     "make_prior",
     "make_vae_loss",
+    "mean_logits",
     "merge_params",
     "pytorch_example_vae",
     "softplus_scale",
