@@ -9,7 +9,14 @@ import warnings
 from collections.abc import Sequence
 
 from vi_jax.estimators import registry
-from vi_jax.experiment import TrainConfig
+from vi_jax.experiment import (
+    DECODER_BIASES,
+    LATENT_TYPES,
+    LR_SCHEDULES,
+    MODELS,
+    TrainConfig,
+)
+from vi_jax.families import CONTINUOUS_FAMILIES
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -79,16 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", choices=["mnist", "digits", "synthetic"], default=d.dataset)
     t.add_argument(
         "--model",
-        choices=["mlp", "two-layer"],
+        choices=list(MODELS),
         default=d.model,
         help="two-layer: z1 (2 x latent) and z2 (latent) stochastic layers (Burda et al. 2016)",
     )
     t.add_argument(
         "--decoder-bias",
-        choices=["mean", "zero"],
+        choices=list(DECODER_BIASES),
         default=d.decoder_bias,
-        help="the decoder's output bias at initialisation: the logit of the mean training "
-        "image (default; Burda et al.'s code; what the two-layer model needs), or zero",
+        help="the decoder's output bias at initialisation: zero (default), or the logit "
+        "of the mean training image (Burda et al.'s code; what the two-layer model needs)",
     )
     t.add_argument("--epochs", type=int, default=d.epochs)
     t.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -96,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--adam-eps", type=float, default=d.adam_eps, help="Adam's epsilon")
     t.add_argument(
         "--lr-schedule",
-        choices=["constant", "burda"],
+        choices=list(LR_SCHEDULES),
         default=d.lr_schedule,
         help="burda: 3^i epochs at lr * 10^(-i/7), i = 0..7 (3280 epochs in all)",
     )
@@ -106,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--prior", choices=["normal", "laplace", "mog"], default=d.prior)
     t.add_argument(
         "--posterior",
-        choices=["diag", "fullrank", "lowrank", "iaf", "realnvp", "spline"],
+        choices=list(CONTINUOUS_FAMILIES),
         default=d.posterior,
         help="the encoder's variational family",
     )
@@ -118,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--estimator", default=d.estimator, help=registry.describe())
     t.add_argument(
         "--latent-type",
-        choices=["gaussian", "bernoulli", "categorical"],
+        choices=list(LATENT_TYPES),
         default=d.latent_type,
         help="gaussian (default); bernoulli: --latent binary latents; categorical: --latent "
         "groups of --num-classes one-hots (needs an estimator that takes a discrete q)",
