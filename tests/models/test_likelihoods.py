@@ -78,8 +78,8 @@ def test_logit_bernoulli_derivatives_and_nan_contract():
     @jax.jit
     def probe(lg, xx, x_odd):
         grad = jax.grad(lp)(lg, xx)
-        hess = jax.vmap(jax.grad(jax.grad(lambda l, v: lp(l[None], v[None]))))(lg, xx)
-        _, tangent = jax.jvp(lambda l: lp(l[:-1], xx[:-1]), (lg,), (jnp.ones_like(lg),))
+        hess = jax.vmap(jax.grad(jax.grad(lambda a, v: lp(a[None], v[None]))))(lg, xx)
+        _, tangent = jax.jvp(lambda a: lp(a[:-1], xx[:-1]), (lg,), (jnp.ones_like(lg),))
         odd = LogitBernoulli(logits=jnp.zeros(4)).log_prob(x_odd)
         return grad, hess, tangent, odd, LogitBernoulli(logits=lg).log_prob(xx)
 
