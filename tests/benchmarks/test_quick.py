@@ -86,6 +86,10 @@ def _check_throughput_numpyro_sane(quick_runs):
             ratio = c["ratio_vi_jax_over_numpyro"]
             assert ratio > 0
             assert ratio == pytest.approx(vj["evals_per_s"] / npy["evals_per_s"], rel=1e-9)
+            assert c["cpu_ratio_vi_jax_over_numpyro"] == pytest.approx(
+                npy["cpu_median_s"] / vj["cpu_median_s"], rel=1e-9
+            )
+            assert len(vj["cpu_times_s"]) == len(vj["times_s"]) and min(vj["cpu_times_s"]) >= 0
             # Same model, same objective: the means over independent keys agree within MC error.
             se = math.hypot(vj["loss_se"], npy["loss_se"])
             assert abs(vj["loss_mean"] - npy["loss_mean"]) < 5 * se, c

@@ -62,6 +62,38 @@ def test_logit_bernoulli_equals_distrax_bernoulli():
     assert d.sample(seed=jax.random.key(0)).shape == (7,)
 
 
+def test_logit_bernoulli_derivatives_and_nan_contract():
+    # The log-prob's softplus has a hand-written JVP (it reuses exp(-|l|)): first and
+    # second derivatives, forward mode, vmap, and the NaN / out-of-support contract, all
+    # in one compiled program (compilation dominates this test's cost).
+    logits = jnp.array(
+        [-jnp.inf, -1e4, -30.0, -2.0, 0.0, 0.7, 30.0, 1e4, jnp.inf, jnp.nan], jnp.float32
+    )
+    x = jnp.array([0.3] * 9 + [1.0], jnp.float32)
+    x_odd = jnp.array([jnp.nan, -0.5, 1.5, 1.0])
+
+    def lp(lg, xx):
+        return jnp.sum(LogitBernoulli(logits=lg).log_prob(xx))
+
+    @jax.jit
+    def probe(lg, xx, x_odd):
+        grad = jax.grad(lp)(lg, xx)
+        hess = jax.vmap(jax.grad(jax.grad(lambda a, v: lp(a[None], v[None]))))(lg, xx)
+        _, tangent = jax.jvp(lambda a: lp(a[:-1], xx[:-1]), (lg,), (jnp.ones_like(lg),))
+        odd = LogitBernoulli(logits=jnp.zeros(4)).log_prob(x_odd)
+        return grad, hess, tangent, odd, LogitBernoulli(logits=lg).log_prob(xx)
+
+    grad, hess, tangent, odd, value = probe(logits, x, x_odd)
+    sig = jax.nn.sigmoid(logits)
+    np.testing.assert_allclose(grad, x - sig, rtol=1e-6, atol=1e-7)  # NaN logit: NaN grad
+    np.testing.assert_allclose(hess, -sig * (1 - sig), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tangent, jnp.sum((x - sig)[:-1]), rtol=1e-5)
+    assert bool(jnp.isnan(value[-1]))  # a NaN logit gives NaN
+    assert bool(jnp.isnan(odd[0]))  # a NaN datum gives NaN, not zero mass
+    assert odd[1] == -jnp.inf and odd[2] == -jnp.inf  # outside [0, 1]: zero mass
+    np.testing.assert_allclose(odd[3], -np.log(2.0), rtol=1e-6)
+
+
 def test_gaussian_likelihood_matches_formula():
     rng = np.random.default_rng(1)
     loc = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
