@@ -407,6 +407,7 @@ def build(
         )
     learning_rate: float | optax.Schedule = config.learning_rate
     if config.lr_schedule == "burda":
+        assert num_train is not None  # refused above, before building anything
         steps = max(1, num_train // config.batch_size)
         learning_rate = burda_schedule(config.learning_rate, steps)
     optimizer = optax.adam(learning_rate, eps=config.adam_eps)

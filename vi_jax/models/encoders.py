@@ -198,7 +198,8 @@ class FamilyEncoder(nnx.Module):
         last = net.layers[-1]
         gain = jnp.asarray(family.output_gain(), last.kernel.dtype)
         last.kernel[...] = last.kernel[...] * gain
-        last.bias[...] = last.bias[...] * gain
+        if last.bias is not None:
+            last.bias[...] = last.bias[...] * gain
         return cls(net, family)
 
     def params(self, x: Array) -> Array:

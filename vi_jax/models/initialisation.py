@@ -53,8 +53,8 @@ def mean_logits(x: Array, eps: float = DEFAULT_BIAS_EPS) -> Array:
     return jnp.log(mean) - jnp.log1p(-mean)
 
 
-def _output_layer(model: object) -> nnx.Linear:
-    """The last linear layer of the Bernoulli decoder of `model` (a VAE or a decoder)."""
+def _output_bias(model: object) -> nnx.Param:
+    """The output-layer bias of the Bernoulli decoder of `model` (a VAE or a decoder)."""
     decoder = model.decoder if isinstance(model, VAE) else model
     # The two-layer VAE's decoder reads z1 through a wrapper.
     while isinstance(decoder, FirstLayerDecoder):
@@ -71,7 +71,7 @@ def _output_layer(model: object) -> nnx.Linear:
             "`model`'s Bernoulli decoder must be an MLP whose output layer has a bias for a "
             f"mean-image output bias, got a {type(net).__name__}."
         )
-    return last
+    return last.bias
 
 
 def init_decoder_bias(model: VAE | nnx.Module, x: Array, *, eps: float = DEFAULT_BIAS_EPS):
@@ -94,9 +94,9 @@ def init_decoder_bias(model: VAE | nnx.Module, x: Array, *, eps: float = DEFAULT
         (e.g. a Gaussian or convolutional decoder).
       ValueError: `x` is not `[N, data_dim]` data in [0, 1], or a bad `eps`.
     """
-    layer = _output_layer(model)
+    bias_param = _output_bias(model)
     logits = mean_logits(x, eps)
-    bias = layer.bias.get_value()
+    bias = bias_param.get_value()
     width = bias.shape[-1]
     if logits.shape[-1] != width:
         raise ValueError(
@@ -104,5 +104,5 @@ def init_decoder_bias(model: VAE | nnx.Module, x: Array, *, eps: float = DEFAULT
         )
     if is_concrete(logits) and bool(jnp.any(jnp.isnan(logits))):
         raise ValueError("`x` has NaN entries: the mean image is undefined.")
-    layer.bias.set_value(logits.astype(bias.dtype))
+    bias_param.set_value(logits.astype(bias.dtype))
     return model
