@@ -174,11 +174,13 @@ plt.show()
 
 # %%
 Ks = [1, 2, 5, 10, 50, 200, 1000]
+iwae_draws = jax.jit(
+    jax.vmap(lambda kk, k_: vj.iwae_bound(kk, model.log_joint_fn(x), q, k_), (0, None)),
+    static_argnums=1,
+)
 means, sds = [], []
 for k_ in Ks:
-    draws = jax.vmap(lambda kk: vj.iwae_bound(kk, model.log_joint_fn(x), q, k_))(
-        jax.random.split(jax.random.key(k_), REPEATS)
-    )[:, 0]
+    draws = iwae_draws(jax.random.split(jax.random.key(k_), REPEATS), k_)[:, 0]
     means.append(float(draws.mean()))
     sds.append(float(draws.std() / np.sqrt(REPEATS)))
     print(f"K = {k_:5d}: L_K ≈ {means[-1]:.4f} ± {sds[-1]:.4f}")

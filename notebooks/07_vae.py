@@ -86,19 +86,20 @@ opt = optax.adam(3e-3)
 opt_state = opt.init(params)
 
 
-@jax.jit
-def step(params, opt_state, key):
+def step(carry, key):
+    params, opt_state = carry
     batch = jax.random.choice(key, x_bin.shape[0], (128,), replace=False)
     loss, g = jax.value_and_grad(neg_elbo)(params, x_bin[batch], jax.random.fold_in(key, 1))
     updates, opt_state = opt.update(g, opt_state)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return (optax.apply_updates(params, updates), opt_state), loss
 
 
-losses = []
-for i in range(STEPS_30):
-    params, opt_state, loss = step(params, opt_state, jax.random.key(i))
-    losses.append(float(loss))
-elbo_30 = -float(neg_elbo(params, x_bin, jax.random.key(10**6)))
+# All steps in one compiled `lax.scan` (step i uses key i)
+(params, opt_state), losses = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
+    (params, opt_state), jax.vmap(jax.random.key)(jnp.arange(STEPS_30))
+)
+losses = np.asarray(losses)
+elbo_30 = -float(jax.jit(neg_elbo)(params, x_bin, jax.random.key(10**6)))
 print(
     f"30-line VAE: ELBO per image {-losses[0]:.1f} at step 1, {elbo_30:.1f} after {STEPS_30} steps"
 )

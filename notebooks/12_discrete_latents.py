@@ -49,8 +49,8 @@ opt = optax.adam(3e-3)
 opt_state = opt.init(params)
 
 
-@jax.jit
-def step(params, opt_state, key):
+def step(carry, key):
+    params, opt_state = carry
     kb, kx, ke = jax.random.split(key, 3)
     x = binarize(kx, x_train[jax.random.randint(kb, (50,), 0, x_train.shape[0])])
 
@@ -60,13 +60,14 @@ def step(params, opt_state, key):
 
     value, g = jax.value_and_grad(loss)(params)
     upd, opt_state = opt.update(g, opt_state, params)
-    return optax.apply_updates(params, upd), opt_state, -value
+    return (optax.apply_updates(params, upd), opt_state), -value
 
 
-curve = []
-for k in jax.random.split(jax.random.key(0), STEPS):
-    params, opt_state, elbo_t = step(params, opt_state, k)
-    curve.append(float(elbo_t))
+# every step in one compiled `lax.scan`
+(params, opt_state), curve = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
+    (params, opt_state), jax.random.split(jax.random.key(0), STEPS)
+)
+curve = np.asarray(curve)
 trained = vj.merge_params(graphdef, params, rest)
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -103,18 +104,24 @@ print("exact log p(x):", np.round(exact, 3))
 # One draw of L_K is itself random: only its *mean* is below log p(x), so a single
 # draw (a small K, few images) can land above the exact value.
 
+
 # %%
-lj, q, prior = trained.log_joint_fn(x), trained.posterior(x), trained.prior_distribution()
-key = jax.random.key(2)
-z = q.sample(seed=key, sample_shape=(1000,))
-estimates = {"ELBO": np.asarray(jnp.mean(lj(z) - q.log_prob(z), 0))}
-for kk in (5, 50, 5000):
-    r = vj.importance_log_marginal(key, lj, q, kk, chunk_size=min(kk, 1000))
-    estimates[f"IWAE K={kk}"] = np.asarray(r.log_marginal)
-zp = prior.sample(seed=key, sample_shape=(5000, NUM_IMAGES))
-estimates["IS from prior K=5000"] = np.asarray(
-    jax.nn.logsumexp(lj(zp) - prior.log_prob(zp), 0) - np.log(5000)
-)
+@jax.jit  # all the estimates in one compiled program
+def all_estimates(key):
+    lj, q, prior = trained.log_joint_fn(x), trained.posterior(x), trained.prior_distribution()
+    z = q.sample(seed=key, sample_shape=(1000,))
+    out = {"ELBO": jnp.mean(lj(z) - q.log_prob(z), 0)}
+    for kk in (5, 50, 5000):
+        r = vj.importance_log_marginal(key, lj, q, kk, chunk_size=min(kk, 1000))
+        out[f"IWAE K={kk}"] = r.log_marginal
+    zp = prior.sample(seed=key, sample_shape=(5000, NUM_IMAGES))
+    out["IS from prior K=5000"] = jax.nn.logsumexp(lj(zp) - prior.log_prob(zp), 0) - np.log(5000)
+    return out
+
+
+out = all_estimates(jax.random.key(2))  # a dict, its keys sorted: the table's order is ours
+names = ["ELBO", "IWAE K=5", "IWAE K=50", "IWAE K=5000", "IS from prior K=5000"]
+estimates = {name: np.asarray(out[name]) for name in names}
 print(f"{'estimate':>22} | mean error vs the exact sum (nats)")
 errors = {}
 for name, v in estimates.items():
@@ -146,7 +153,9 @@ print(
 # %%
 xg = binarize(jax.random.key(3), x_test[:16])
 b = float(
-    jnp.mean(vj.elbo(jax.random.key(4), trained.log_joint_fn(xg), trained.posterior(xg), 100))
+    jax.jit(lambda k: jnp.mean(vj.elbo(k, trained.log_joint_fn(xg), trained.posterior(xg), 100)))(
+        jax.random.key(4)
+    )
 )
 registry = vj.estimators.registry
 choices = {
