@@ -61,6 +61,7 @@ API_MODULES = [
     "vi_jax.estimators",
     "vi_jax.diagnostics",
     "vi_jax.inference",
+    "vi_jax.families",
     "vi_jax.models",
     "vi_jax.training",
     "vi_jax.data",

@@ -1,5 +1,7 @@
 """Variational families: each maps per-datum params to a distrax distribution.
 
+Example::
+
     family = make_family("iaf", latent_dim=2, flow_steps=2, flow_hidden=32)
     q = family(params)            # params [*batch, family.param_size] -> batch [*batch]
 

@@ -63,7 +63,7 @@ class GroupedOneHot(distrax.Distribution):
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
-        """`logits.shape[:-2]`."""
+        """The batch shape: the logits' shape without its last two axes."""
         return tuple(self._logits.shape[:-2])
 
     @property
