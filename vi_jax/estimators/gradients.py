@@ -301,7 +301,9 @@ def elbo_score_function_loo(
         )
     f, log_q, k = _score_function_parts(key, log_joint, q, num_samples)
     loo_baseline = (jnp.sum(f, axis=0, keepdims=True) - f) / (k - 1)
-    surrogate = jnp.mean(f + _common.score_term(log_q, f - loo_baseline, f), axis=0)
+    # A zero-mass sample (f = -inf) keeps its -inf value but adds no model gradient.
+    f_path = jnp.where(jnp.isinf(f), jax.lax.stop_gradient(f), f)
+    surrogate = jnp.mean(f_path + _common.score_term(log_q, f - loo_baseline, f), axis=0)
     # A NaN f makes the model's gradient NaN too, not only q's (a NaN that entered as a
     # constant has no derivative, and mean(f) alone would give a finite one).
     return surrogate * jnp.where(_logspace.any_nan(f, axis=0), jnp.nan, 1.0).astype(f.dtype)
