@@ -248,3 +248,23 @@ def score_term(log_q: Array, signal: Array, log_w: Array | None = None) -> Array
         return clean * (log_q - jax.lax.stop_gradient(log_q))
     nan_in = _logspace.any_nan(log_w, axis=0)
     return jnp.where(nan_in, jnp.nan, 1.0) * clean * (log_q - jax.lax.stop_gradient(log_q))
+
+
+def nan_out(surrogate: Array, *signals: Array) -> Array:
+    """`surrogate [*batch]` made NaN, value and gradient, for a datum with a NaN f.
+
+    A NaN log p(x, z) is not a zero weight: without this the phi gradient of a datum whose
+    f is NaN could come out finite (a NaN that entered as a constant has no derivative),
+    a plausible number. NaN * d(surrogate) is NaN even where d(surrogate) is 0.
+    """
+    nan_in = jnp.zeros(surrogate.shape, bool)
+    for f in signals:
+        nan_in = nan_in | _logspace.any_nan(f, axis=0)
+    # A constant factor (1 or NaN), not a `where` over `surrogate * nan`, whose cotangent
+    # 0 * NaN would poison the gradient of every other datum too.
+    return surrogate * jnp.where(nan_in, jnp.nan, 1.0).astype(surrogate.dtype)
+
+
+def finite_or_const(x: Array) -> Array:
+    """x, but held constant where it is infinite (a zero-mass sample gives no gradient)."""
+    return jnp.where(jnp.isinf(x), jax.lax.stop_gradient(x), x)

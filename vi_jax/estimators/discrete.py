@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax._validation import check_finite, check_positive_float
-from vi_jax.estimators import _common, _logspace, registry
+from vi_jax.estimators import _common, registry
 from vi_jax.estimators.enumeration import binary_support
 from vi_jax.estimators.registry import EstimatorSpec
 from vi_jax.types import Array, LogJoint
@@ -121,26 +121,6 @@ def _relaxed_and_hard(
 def _f(log_joint: LogJoint, q: distrax.Distribution, z: Array, num_samples: int) -> Array:
     log_p = _common.evaluate_log_joint(log_joint, z, _common.sample_shape_of(q, num_samples))
     return log_p - q.log_prob(z)
-
-
-def _nan_out(surrogate: Array, *signals: Array) -> Array:
-    """`surrogate [*batch]` made NaN, value and gradient, for a datum with a NaN f.
-
-    A NaN log p(x, z) is not a zero weight: without this the phi gradient of a datum whose
-    f is NaN could come out finite (a NaN that entered as a constant has no derivative),
-    a plausible number. NaN * d(surrogate) is NaN even where d(surrogate) is 0.
-    """
-    nan_in = jnp.zeros(surrogate.shape, bool)
-    for f in signals:
-        nan_in = nan_in | _logspace.any_nan(f, axis=0)
-    # A constant factor (1 or NaN), not a `where` over `surrogate * nan`, whose cotangent
-    # 0 * NaN would poison the gradient of every other datum too.
-    return surrogate * jnp.where(nan_in, jnp.nan, 1.0).astype(surrogate.dtype)
-
-
-def _finite_or_const(x: Array) -> Array:
-    """x, but held constant where it is infinite (a zero-mass sample gives no gradient)."""
-    return jnp.where(jnp.isinf(x), sg(x), x)
 
 
 # --------------------------------------------------------------------- NVIL
@@ -236,9 +216,9 @@ def nvil(
     # (else the value would be -inf - -inf = NaN); a NaN f stays NaN.
     residual = jnp.where(jnp.isinf(centred), 0.0, centred - baseline)
     fit = -0.5 * jnp.mean(residual**2, axis=0)
-    value = jnp.mean(_finite_or_const(f) + _common.score_term(log_q, signal, f), axis=0)
+    value = jnp.mean(_common.finite_or_const(f) + _common.score_term(log_q, signal, f), axis=0)
     out = value + fit - sg(fit)
-    return _nan_out(out, f)
+    return _common.nan_out(out, f)
 
 
 # --------------------------------------------------------------------- ARM / DisARM
@@ -269,8 +249,8 @@ def _logit_surrogate(f1: Array, f2: Array, grad_logits: Array, logits: Array) ->
     finite = jnp.isfinite(f1) & jnp.isfinite(f2)  # [K, *batch]
     g = sg(jnp.mean(jnp.where(finite[..., None], grad_logits, 0.0), axis=0))
     phi = jnp.sum(g * (logits - sg(logits)), axis=-1)
-    out = 0.5 * (jnp.mean(_finite_or_const(f1), axis=0) + jnp.mean(_finite_or_const(f2), axis=0))
-    return _nan_out(out + phi, f1, f2)
+    out = 0.5 * sum(jnp.mean(_common.finite_or_const(f), axis=0) for f in (f1, f2))
+    return _common.nan_out(out + phi, f1, f2)
 
 
 def arm(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int = 1) -> Array:
@@ -360,7 +340,7 @@ def gumbel_softmax(
     f_hard = _f(log_joint, q, hard, num_samples)
     # Zero-valued per sample; an infinite relaxed f gives no gradient (not inf - inf = NaN).
     path = jnp.where(jnp.isinf(f_relaxed), 0.0, f_relaxed - sg(f_relaxed))
-    return _nan_out(sg(jnp.mean(f_hard, axis=0)) + jnp.mean(path, axis=0), f_relaxed, f_hard)
+    return _common.nan_out(sg(jnp.mean(f_hard, axis=0)) + jnp.mean(path, axis=0), f_relaxed, f_hard)
 
 
 def straight_through(
@@ -394,7 +374,7 @@ def straight_through(
     relaxed, hard = _relaxed_and_hard(key, q, num_samples, temperature, "straight_through")
     z = hard + (relaxed - sg(relaxed))  # value exactly `hard`
     f = _f(log_joint, q, z, num_samples)
-    return _nan_out(jnp.mean(_finite_or_const(f), axis=0), f)
+    return _common.nan_out(jnp.mean(_common.finite_or_const(f), axis=0), f)
 
 
 # --------------------------------------------------------------------- exact answers

@@ -301,12 +301,10 @@ def elbo_score_function_loo(
         )
     f, log_q, k = _score_function_parts(key, log_joint, q, num_samples)
     loo_baseline = (jnp.sum(f, axis=0, keepdims=True) - f) / (k - 1)
-    # A zero-mass sample (f = -inf) keeps its -inf value but adds no model gradient.
-    f_path = jnp.where(jnp.isinf(f), jax.lax.stop_gradient(f), f)
-    surrogate = jnp.mean(f_path + _common.score_term(log_q, f - loo_baseline, f), axis=0)
-    # A NaN f makes the model's gradient NaN too, not only q's (a NaN that entered as a
-    # constant has no derivative, and mean(f) alone would give a finite one).
-    return surrogate * jnp.where(_logspace.any_nan(f, axis=0), jnp.nan, 1.0).astype(f.dtype)
+    # A zero-mass sample (f = -inf) keeps its -inf value but adds no model gradient; a
+    # NaN f makes the model's gradient NaN too, not only q's.
+    signal = _common.score_term(log_q, f - loo_baseline, f)
+    return _common.nan_out(jnp.mean(_common.finite_or_const(f) + signal, axis=0), f)
 
 
 def vimco(key: Array, log_joint: LogJoint, q: distrax.Distribution, num_samples: int) -> Array:

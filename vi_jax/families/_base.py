@@ -21,10 +21,10 @@ from flax import nnx
 from vi_jax.types import Array, PyTree
 
 DEFAULT_MIN_SCALE = 1e-4
-# An encoder's initial outputs for the params that couple latent dimensions are scaled by
-# this (see `Family.output_gain`): q starts near a diagonal Gaussian.
-COUPLING_INIT_GAIN = 0.1
 """Floor added to every softplus scale so that a scale is never zero."""
+COUPLING_INIT_GAIN = 0.1
+"""Scale of an encoder's initial outputs for the params that couple latent dimensions
+(see `Family.output_gain`): q starts near a diagonal Gaussian."""
 
 
 def positive(raw: Array, min_scale: float = DEFAULT_MIN_SCALE) -> Array:
@@ -118,6 +118,15 @@ class Family(nnx.Module):
         correlations that the first epochs of training would spend undoing.
         """
         return np.ones(self.param_size, np.float32)
+
+    def _coupling_gain(self) -> np.ndarray:
+        """Ones for loc and the diagonal (the first 2 D params), `COUPLING_INIT_GAIN` after.
+
+        The `output_gain` of the families laid out as (loc, diagonal, coupling params).
+        """
+        gain = np.ones(self.param_size, np.float32)
+        gain[2 * self.latent_dim :] = COUPLING_INIT_GAIN
+        return gain
 
     def net_state(self) -> PyTree:
         """The family's network weights as a pytree (empty for Gaussians)."""

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax.families._base import (
-    COUPLING_INIT_GAIN,
     DEFAULT_MIN_SCALE,
     Family,
     check_count,
@@ -45,9 +44,7 @@ class FullCovarianceGaussian(Family):
 
     def output_gain(self) -> np.ndarray:
         """Ones for loc and the diagonal, `COUPLING_INIT_GAIN` for the off-diagonal."""
-        gain = np.ones(self.param_size, np.float32)
-        gain[2 * self.latent_dim :] = COUPLING_INIT_GAIN
-        return gain
+        return self._coupling_gain()
 
     def scale_tri(self, params: Array) -> Array:
         """The Cholesky factor L `[*batch, D, D]` for `params [*batch, param_size]`."""

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_jax.families._base import (
-    COUPLING_INIT_GAIN,
     DEFAULT_MIN_SCALE,
     Family,
     check_count,
@@ -141,9 +140,7 @@ class LowRankGaussian(Family):
 
     def output_gain(self) -> np.ndarray:
         """Ones for loc and the diagonal, `COUPLING_INIT_GAIN` for the factors W."""
-        gain = np.ones(self.param_size, np.float32)
-        gain[2 * self.latent_dim :] = COUPLING_INIT_GAIN
-        return gain
+        return self._coupling_gain()
 
     def __call__(self, params: Array) -> LowRankMultivariateNormal:
         """Q for `params [*batch, param_size]`: batch `[*batch]`, event `[D]`."""
