@@ -597,7 +597,7 @@ def _chunked(
     per_process = -(-num_chunks // count)
     todo = mine + [mine[-1] if mine else 0] * (per_process - len(mine))
     if progress:
-        from tqdm.auto import tqdm
+        from vi_jax._progress import tqdm
 
         todo = tqdm(todo, desc=desc, unit="chunk", leave=False)
     outs = []

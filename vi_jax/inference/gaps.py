@@ -139,7 +139,7 @@ def inference_gaps(
     keys = jax.random.split(key, math.ceil(data.shape[0] / data_chunk))
     chunks = enumerate(keys)
     if progress:
-        from tqdm.auto import tqdm
+        from vi_jax._progress import tqdm
 
         chunks = tqdm(chunks, total=len(keys), desc="gaps", unit="chunk", leave=False)
     for i, k in chunks:
