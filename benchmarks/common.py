@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import time
@@ -252,6 +253,113 @@ def roofline(flops_per_call: float, seconds_per_call: float, peak: dict[str, flo
         "achieved_flops_per_s": achieved,
         "peak_flops_per_s": peak["flops_per_s"],
         "fraction_of_peak": achieved / peak["flops_per_s"],
+    }
+
+
+def _dot_eqns(jaxpr: Any, times: int = 1) -> list[tuple[Any, int]]:
+    """`(dot_general equation, times it runs)` in `jaxpr` and every jaxpr nested in it.
+
+    A `scan` body counts `length` times; a `while` body once (its trip count is not
+    static: analyse a loop's body, as with `compiled_cost`); of a `cond`'s branches, the
+    one with the most dot FLOPs (the branch a healthy step takes: the update, not the skip).
+    """
+    from jax.extend import core as jex_core
+
+    found: list[tuple[Any, int]] = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((eqn, times))
+            continue
+        reps = times * int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else times
+        subs = []
+        for value in eqn.params.values():
+            for v in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(v, jex_core.ClosedJaxpr):
+                    subs.append(v.jaxpr)
+                elif isinstance(v, jex_core.Jaxpr):
+                    subs.append(v)
+        if eqn.primitive.name == "cond":
+            branches = [_dot_eqns(b, reps) for b in subs]
+            found += max(branches, key=lambda b: sum(_dot_flops(e) * n for e, n in b), default=[])
+        else:
+            for sub in subs:
+                found += _dot_eqns(sub, reps)
+    return found
+
+
+def _dot_flops(eqn: Any) -> float:
+    """2 * (batch * free * contracted) sizes of one dot_general equation."""
+    lhs, rhs = (v.aval.shape for v in eqn.invars)
+    (lc, rc), (lb, _) = eqn.params["dimension_numbers"]
+    contracted = math.prod(lhs[d] for d in lc)
+    batch = math.prod(lhs[d] for d in lb)
+    lhs_free = math.prod(lhs) // (contracted * batch)
+    rhs_free = math.prod(rhs) // (contracted * batch)
+    return 2.0 * batch * lhs_free * rhs_free * contracted
+
+
+def dot_ceiling(fn: Any, *args: Any, reps: int = 9, target_s: float = 0.2) -> dict[str, float]:
+    """The speed `fn`'s own matrix products allow: each of them alone, timed here.
+
+    A large square matmul (`peak_matmul_flops`) is the machine's peak, but a VAE step's
+    products are `[128, 784] x [784, 400]`-sized and run well below it; this is the
+    shape-matched ceiling. Every `dot_general` of `jax.make_jaxpr(fn)(*args)` (nested
+    jaxprs included, see `_dot_eqns`) is replayed with the same shapes, dtypes and
+    dimension numbers (so the same transposed layouts as the backward pass) on random
+    operands, in one jitted program with nothing else in it; the best of `reps` timings
+    (after a compiling call) is its time. `fn`'s time over this is how near its matmuls'
+    own speed `fn` runs: the rest is elementwise work, reductions and overheads.
+
+    Args:
+      fn: the function whose products to replay (a step, one chunk), as timed.
+      *args: example arguments of `fn` (only their shapes and dtypes are used).
+      reps: timed repetitions.
+      target_s: seconds per repetition (the products are run back to back `inner` times).
+
+    Returns:
+      `{"num_dots", "dot_flops", "dot_s", "dot_flops_per_s"}` (per call of `fn`).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    eqns = _dot_eqns(jax.make_jaxpr(fn)(*args).jaxpr)
+    if not eqns:
+        return {"num_dots": 0, "dot_flops": 0.0, "dot_s": 0.0, "dot_flops_per_s": float("nan")}
+    rng = np.random.default_rng(0)
+    operands, specs = [], []
+    for eqn, n in eqns:
+        # A product that runs n times (in a scan body) is replayed n times on distinct
+        # operands, so that XLA cannot merge the copies.
+        for _ in range(n):
+            operands.append(
+                [jnp.asarray(rng.standard_normal(v.aval.shape), v.aval.dtype) for v in eqn.invars]
+            )
+            params = eqn.params
+            specs.append((params["dimension_numbers"], params.get("preferred_element_type")))
+
+    def products(operands: list[list[Any]]) -> list[Any]:
+        return [
+            jax.lax.dot_general(lhs, rhs, dims, preferred_element_type=pref)
+            for (lhs, rhs), (dims, pref) in zip(operands, specs, strict=True)
+        ]
+
+    run = jax.jit(products)
+    block(run(operands))
+    t0 = time.perf_counter()
+    block(run(operands))
+    inner = max(1, int(target_s / max(time.perf_counter() - t0, 1e-6)))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        block([run(operands) for _ in range(inner)])
+        times.append((time.perf_counter() - t0) / inner)
+    flops = float(sum(_dot_flops(e) * n for e, n in eqns))
+    best = min(times)
+    return {
+        "num_dots": len(specs),
+        "dot_flops": flops,
+        "dot_s": best,
+        "dot_flops_per_s": flops / best,
     }
 
 

@@ -81,6 +81,7 @@ def _check_throughput_numpyro_sane(quick_runs):
             assert 0 < r["q25_s"] <= r["median_s"] <= r["q75_s"]
             assert r["evals_per_s"] == pytest.approx(1.0 / r["median_s"])
             assert 0 < r["loss_mean"] < upper and r["loss_se"] > 0
+            assert r["dot_ceiling"]["num_dots"] >= 9 and 0 < r["fraction_of_dot_ceiling"] < 5
         if has_numpyro:
             vj, npy = c["vi_jax"], c["numpyro"]
             ratio = c["ratio_vi_jax_over_numpyro"]
@@ -179,6 +180,13 @@ def _check_training_speed_roofline_and_iwae_model(quick_runs):
             assert r[name]["flops_per_call"] > 2 * 400 * 784 * 128
             assert 0 < r[name]["fraction_of_peak"] < 10
             assert r[name]["median_s_per_step"] > 0
+            # The shape-matched ceiling replays every product of the step (forward and
+            # backward: at least 3 per dense layer of the encoder's and decoder's).
+            assert r[name]["dot_ceiling"]["num_dots"] >= 9
+            # ... and its products are most of XLA's FLOP count of the step, never more.
+            step_flops = r[name]["flops_per_call"] / r[name]["num_steps"]
+            assert 0.5 * step_flops < r[name]["dot_ceiling"]["dot_flops"] <= step_flops
+            assert 0 < r[name]["fraction_of_dot_ceiling"] < 5
 
 
 def _check_evaluation_sane(quick_runs):
@@ -191,7 +199,31 @@ def _check_evaluation_sane(quick_runs):
     for leg in legs.values():
         assert leg["images_per_s"] > 0 and leg["chunk_program_memory_bytes"] > 0
         assert leg["full_test_set_s"] == pytest.approx(10_000 / leg["images_per_s"])
+        assert 0 < leg["fraction_of_dot_ceiling"] < 5
+    assert res["dot_ceiling"]["num_dots"] >= 2 and res["dots_only_rep_s"] > 0
     assert res["ratio_vi_jax_over_handwritten_time"] > 0
+
+
+def test_dot_ceiling_counts_every_product():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import common
+
+    a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+
+    def f(a, b):
+        # A scan body runs 3 times; of a cond's branches the heavier one counts.
+        y, _ = jax.lax.scan(lambda c, _: (c @ jnp.ones((4, 4)), None), a @ b, None, length=3)
+        return jax.lax.cond(y.sum() > 0, lambda y: y @ jnp.ones((4, 32)), lambda y: jnp.zeros((8, 32)), y)
+
+    got = common.dot_ceiling(jax.jit(f), a, b, reps=2, target_s=0.001)
+    assert got["num_dots"] == 1 + 3 + 1
+    assert got["dot_flops"] == 2 * (8 * 16 * 4 + 3 * 8 * 4 * 4 + 8 * 4 * 32)
+    assert got["dot_s"] > 0 and got["dot_flops_per_s"] > 0
+    # value_and_grad of a product: the forward one and the two transposed ones.
+    grad = jax.grad(lambda a, b: jnp.sum(jnp.tanh(a @ b)), (0, 1))
+    assert common.dot_ceiling(grad, a, b, reps=2, target_s=0.001)["num_dots"] == 3
 
 
 def test_gpu_suite_helpers():

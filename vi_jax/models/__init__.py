@@ -23,9 +23,11 @@ from vi_jax.models.functional import count_params, merge_params, split_params
 from vi_jax.models.initialisation import DEFAULT_BIAS_EPS, init_decoder_bias, mean_logits
 from vi_jax.models.likelihoods import (
     BernoulliDecoder,
+    BernoulliImage,
     GaussianDecoder,
     LogitBernoulli,
     bernoulli_likelihood,
+    bernoulli_row_log_prob,
     gaussian_likelihood,
 )
 from vi_jax.models.loss import batch_data, make_vae_loss
@@ -84,6 +86,7 @@ __all__ = [
     "PRIORS",
     "VAE",
     "BernoulliDecoder",
+    "BernoulliImage",
     "ConvDecoderNet",
     "ConvEncoderNet",
     "FirstLayerDecoder",
@@ -100,6 +103,7 @@ __all__ = [
     "analytic_kl",
     "batch_data",
     "bernoulli_likelihood",
+    "bernoulli_row_log_prob",
     "count_params",
     "gaussian_likelihood",
     "flatten_leading",

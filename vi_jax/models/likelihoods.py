@@ -7,11 +7,14 @@ event `[data]`; its `log_prob(x)` broadcasts `x [*batch, data]` against
 
 from __future__ import annotations
 
+import functools
+
 import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.custom_derivatives import SymbolicZero
 
 from vi_jax._validation import check_positive_float, check_rank_at_least, is_concrete
 from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
@@ -46,17 +49,27 @@ def _softplus_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array,
     return value, sigmoid * dlogits
 
 
+def _check_support(value: Array) -> None:
+    """Refuses concrete data outside [0, 1] (ValueError naming `x`); traced data passes."""
+    if is_concrete(value):
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.number) and np.any((arr < 0) | (arr > 1)):
+            raise ValueError(
+                f"`x` has {int(np.sum((arr < 0) | (arr > 1)))} values outside [0, 1], "
+                "the support of a Bernoulli likelihood (binarise or rescale the data)."
+            )
+
+
 class LogitBernoulli(distrax.Bernoulli):
     """`distrax.Bernoulli` parameterised by logits with a cheaper, equal `log_prob`.
 
     `log_prob(x) = x * logits - softplus(logits)`, which equals distrax's
     `x * log sigmoid(l) + (1 - x) * log sigmoid(-l)` (and is as stable: softplus does
     not overflow) with one softplus instead of two and no `multiply_no_nan` select;
-    on CPU it halves the cost of the likelihood and its gradient. The softplus's value
-    is `jax.nn.softplus` (NumPyro's `max(l, 0) + log1p(exp(-|l|))` was 1.2x slower in
-    K = 5000 evaluation, benchmarks/README.md "softplus A/B"); its derivative reuses the
-    forward pass's `exp(-|l|)` (`_softplus`), one transcendental per logit fewer in
-    every gradient (benchmarks/README.md, "Issue 19 (2026-12-02)").
+    on CPU it halves the cost of the likelihood and its gradient. The softplus's
+    derivative reuses the forward pass's `exp(-|l|)` (`_softplus`), one transcendental
+    per logit fewer in every gradient (benchmarks/README.md, "Issue 19 (2026-12-02)").
+    Summed over an image, `bernoulli_likelihood` goes further (`bernoulli_row_log_prob`).
     """
 
     def log_prob(self, value: Array) -> Array:
@@ -65,17 +78,99 @@ class LogitBernoulli(distrax.Bernoulli):
         A value outside [0, 1] is outside the support: concrete ones are refused
         (ValueError naming `x`), traced ones get log p = -inf (zero mass).
         """
-        if is_concrete(value):
-            arr = np.asarray(value)
-            if np.issubdtype(arr.dtype, np.number) and np.any((arr < 0) | (arr > 1)):
-                raise ValueError(
-                    f"`x` has {int(np.sum((arr < 0) | (arr > 1)))} values outside [0, 1], "
-                    "the support of a Bernoulli likelihood (binarise or rescale the data)."
-                )
+        _check_support(value)
         logits = self.logits
         # `outside` (not `~inside`): a NaN value is neither, and gives NaN, not -inf.
         outside = (value < 0) | (value > 1)
         return jnp.where(outside, -jnp.inf, value * logits - _softplus(logits))
+
+
+LOG1P_GROUP_MAX = 112
+"""Most factors `1 + exp(-|l|)` (each in (1, 2]) multiplied before one `log` is taken."""
+
+
+def _group_size(size: int, dtype: jnp.dtype) -> int:
+    """The largest divisor of `size` whose product of factors <= 2 cannot overflow `dtype`."""
+    cap = min(LOG1P_GROUP_MAX, int(jnp.finfo(dtype).maxexp) - 1)
+    return max(g for g in range(1, min(cap, size) + 1) if size % g == 0)
+
+
+def _sum_log1p(u: Array) -> Array:
+    """`sum(log1p(u), -1)` for u in [0, 1], with one `log` per group of factors.
+
+    `log1p` is the costliest step of the Bernoulli log-likelihood on a CPU (about three
+    times `exp`'s time, benchmarks/README.md "Issue 19, session 5"); `1 + u` lies in
+    (1, 2], so the product of up to `_group_size` of them stays finite and one `log` per
+    group replaces
+    `_group_size` `log1p`s. Measured against a float64 reference on 784-pixel rows, its
+    float32 error equals that of the plain sum of `log1p`s (both ~1e-4 nats, the float32
+    rounding of a ~500-nat sum). A NaN propagates; u = 0 (an infinite logit) is a factor 1.
+    """
+    size = u.shape[-1]
+    g = _group_size(size, u.dtype)
+    groups = jnp.reshape(1 + u, (*u.shape[:-1], size // g, g))
+    return jnp.sum(jnp.log(jnp.prod(groups, axis=-1)), axis=-1)
+
+
+def _row_terms(value: Array, logits: Array) -> tuple[Array, Array, Array]:
+    outside = (value < 0) | (value > 1)  # NaN is neither: NaN in, NaN out.
+    u = jnp.exp(-jnp.abs(logits))
+    linear = jnp.where(outside, -jnp.inf, value * logits - jnp.maximum(logits, 0))
+    return outside, u, jnp.sum(linear, axis=-1) - _sum_log1p(u)
+
+
+@jax.custom_jvp
+def bernoulli_row_log_prob(value: Array, logits: Array) -> Array:
+    """`sum_d [x_d * l_d - softplus(l_d)]`: the log-likelihood of whole images.
+
+    Equal to `sum(LogitBernoulli(logits).log_prob(value), -1)` (to float32 rounding) with
+    half its transcendental functions: one `exp(-|l|)` per pixel serves the value (`max(l, 0) +
+    log1p(u)`, the `log1p`s summed in groups, `_sum_log1p`) and the derivative
+    (`d/dl = x - sigmoid(l)`, `sigmoid(l) = where(l >= 0, 1, u) / (1 + u)`), and the
+    gradient is one fused pass (benchmarks/README.md, "Issue 19, session 5"). Forward-
+    and reverse-mode both work (the rule is itself differentiable).
+
+    Args:
+      value: data `[*batch, data]` in [0, 1], broadcastable against `logits` (traced
+        values outside [0, 1] give -inf, zero mass; NaN gives NaN).
+      logits: `[*lead, data]`.
+
+    Returns:
+      `[*broadcast(lead, batch)]`.
+    """
+    return _row_terms(value, logits)[2]
+
+
+@functools.partial(bernoulli_row_log_prob.defjvp, symbolic_zeros=True)
+def _bernoulli_row_jvp(
+    primals: tuple[Array, Array], tangents: tuple[Array, Array]
+) -> tuple[Array, Array]:
+    value, logits = primals
+    dvalue, dlogits = tangents
+    outside, u, out = _row_terms(value, logits)
+    tangent = jnp.zeros_like(out)
+    if not isinstance(dlogits, SymbolicZero):
+        sigmoid = jnp.where(logits >= 0, 1.0, u) / (1.0 + u)
+        tangent = tangent + jnp.sum(jnp.where(outside, 0.0, (value - sigmoid) * dlogits), -1)
+    if not isinstance(dvalue, SymbolicZero):
+        tangent = tangent + jnp.sum(jnp.where(outside, 0.0, logits * dvalue), -1)
+    return out, tangent
+
+
+class BernoulliImage(distrax.Independent):
+    """`Independent(LogitBernoulli(logits), 1)` whose `log_prob` is `bernoulli_row_log_prob`.
+
+    What `bernoulli_likelihood` returns: every other method (sampling, mean, entropy,
+    ...) is distrax's; `log_prob` sums over the event with the fused row rule.
+    """
+
+    def __init__(self, logits: Array) -> None:
+        super().__init__(LogitBernoulli(logits=logits), reinterpreted_batch_ndims=1)
+
+    def log_prob(self, value: Array) -> Array:
+        """Log p(value) `[*lead]` of images `value [*batch, data]` (`bernoulli_likelihood`)."""
+        _check_support(value)
+        return bernoulli_row_log_prob(value, self.distribution.logits)
 
 
 def bernoulli_likelihood(logits: Array) -> distrax.Independent:
@@ -83,7 +178,7 @@ def bernoulli_likelihood(logits: Array) -> distrax.Independent:
 
     `log_prob(x)` is the negative binary cross-entropy
     `x * log sigmoid(l) + (1 - x) * log sigmoid(-l) = x * l - softplus(l)` summed over
-    `data` (see `LogitBernoulli`), so float
+    `data` (`bernoulli_row_log_prob`), so float
     inputs in {0, 1} work, and so do grey levels in [0, 1] (the usual, non-normalised,
     cross-entropy objective of the PyTorch VAE example). For grey levels the value is
     minus a cross-entropy, not the log of a probability: it is not a log-likelihood of
@@ -94,10 +189,10 @@ def bernoulli_likelihood(logits: Array) -> distrax.Independent:
       logits: `[*lead, data]`.
 
     Returns:
-      Distribution with batch `[*lead]`, event `[data]`.
+      A `BernoulliImage`: batch `[*lead]`, event `[data]`.
     """
     check_rank_at_least(logits, 1, "logits")
-    return distrax.Independent(LogitBernoulli(logits=logits), reinterpreted_batch_ndims=1)
+    return BernoulliImage(logits)
 
 
 def gaussian_likelihood(
