@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{peak['n']}x{peak['n']} float32 matmul in this process, "
         f"{peak['flops_per_s'] / 1e9:.0f} GFLOP/s.",
         f"Its matmuls alone: the {dots['num_dots']} dot_generals of one sample chunk replayed "
-        "with the same shapes in one program with nothing else (`common.dot_ceiling`), x the "
+        "with the same shapes, each alone (`common.dot_ceiling`), x the "
         f"chunks: {dots_per_rep_s:.2f} s per repetition "
         f"({dots['dot_flops_per_s'] / 1e9:.0f} GFLOP/s); % of its matmuls' speed = that / "
         "the leg's median time (the rest is the likelihood's elementwise work and the "

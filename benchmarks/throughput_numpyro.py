@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"time; % peak = of a {peak['n']}x{peak['n']} float32 matmul measured in this "
         f"process ({peak['flops_per_s'] / 1e9:.0f} GFLOP/s).",
         "% of its matmuls' speed = the call's dot_generals alone, replayed with the same "
-        "shapes and layouts in one program with nothing else (`common.dot_ceiling`, the "
+        "shapes and layouts, each alone (`common.dot_ceiling`, the "
         "shape-matched ceiling), over the call's median time: the rest is elementwise work, "
         "reductions and sampling.",
     ]

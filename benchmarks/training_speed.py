@@ -387,8 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"GFLOP/s: XLA cost analysis of one training step x steps per epoch / median epoch "
         f"time; % of peak = of a {peak['n']}x{peak['n']} float32 matmul in this process "
         f"({peak['flops_per_s'] / 1e9:.0f} GFLOP/s). Its matmuls alone = every dot_general "
-        "of one training step replayed with the same shapes and layouts in one program with "
-        "nothing else (`common.dot_ceiling`), x steps per epoch: the shape-matched ceiling; "
+        "of one training step replayed with the same shapes and layouts, each alone "
+        "(`common.dot_ceiling`), x steps per epoch: the shape-matched ceiling; "
         "% of its matmuls' speed = that time / the median epoch time."
     )
     plot = "training_speed.png"
