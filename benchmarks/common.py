@@ -299,7 +299,7 @@ def _dot_flops(eqn: Any) -> float:
 
 
 def dot_ceiling(
-    fn: Any, *args: Any, reps: int = 5, target_s: float = 0.05, max_copy_bytes: float = 4e6
+    fn: Any, *args: Any, reps: int = 5, target_s: float = 0.05, max_runs: int = 1000
 ) -> dict[str, float]:
     """The speed `fn`'s own matrix products allow: each of them alone, timed here.
 
@@ -310,9 +310,10 @@ def dot_ceiling(
     dimension numbers (so the same transposed layouts as the backward pass) on random
     operands: each distinct product in its own program (a program of all the products
     would run independent large ones at once, competing for the cores, where `fn` runs
-    them one after another), a small one on `R` distinct operand pairs per call (so that
-    dispatch does not dominate it), the best of `reps` timings after a compiling call,
-    divided by `R`. The sum over the products (times how often each runs) is the ceiling
+    them one after another), run `R` times in a loop into one reused output buffer (so
+    that neither the dispatch of a small product nor the first touch of a large output
+    counts, as in a compiled program), the best of `reps` timings after a compiling
+    call, divided by `R`. The sum over the products (times how often each runs) is the ceiling
     time: `fn`'s time over it is how near its matmuls' own speed `fn` runs; the rest is
     elementwise work, reductions and overheads.
 
@@ -321,7 +322,7 @@ def dot_ceiling(
       *args: example arguments of `fn` (only their shapes and dtypes are used).
       reps: timed repetitions per product.
       target_s: about how long one timed repetition of a product's program runs.
-      max_copy_bytes: `R` = this over the bytes of one operand pair (1 to 16).
+      max_runs: most runs `R` per timing (at least 2; about `target_s` seconds' worth).
 
     Returns:
       `{"num_dots", "dot_flops", "dot_s", "dot_flops_per_s", "products"}` (per call of
@@ -346,32 +347,35 @@ def dot_ceiling(
         eqn = g["eqn"]
         avals = [v.aval for v in eqn.invars]
         dims, pref = eqn.params["dimension_numbers"], eqn.params.get("preferred_element_type")
-        pair_bytes = sum(math.prod(a.shape) * np.dtype(a.dtype).itemsize for a in avals)
-        # A small product is replayed on several distinct operand pairs per call, to
-        # amortise the dispatch; a large one alone (copies in one program may run at once).
-        copies = int(max(1, min(16, max_copy_bytes // max(pair_bytes, 1))))
-        pairs = [
-            [jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in avals]
-            for _ in range(copies)
-        ]
+        operands = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in avals)
 
-        def replay(pairs, dims=dims, pref=pref):
-            return [
-                jax.lax.dot_general(lhs, rhs, dims, preferred_element_type=pref)
-                for lhs, rhs in pairs
-            ]
+        def replay(lhs, rhs, times, dims=dims, pref=pref):
+            # The barrier keeps the loop-invariant product inside the loop: `times` runs,
+            # one after another, into one reused output buffer (as in a compiled step).
+            def body(_, carry):
+                lhs, rhs, _ = jax.lax.optimization_barrier(carry)
+                return lhs, rhs, jax.lax.dot_general(lhs, rhs, dims, preferred_element_type=pref)
+
+            out = jax.eval_shape(
+                lambda a, b: jax.lax.dot_general(a, b, dims, preferred_element_type=pref),
+                lhs,
+                rhs,
+            )
+            init = (lhs, rhs, jnp.zeros(out.shape, out.dtype))
+            return jax.lax.fori_loop(0, times, body, init)[2]
 
         run = jax.jit(replay)
-        block(run(pairs))
+        block(run(*operands, 1))
         t0 = time.perf_counter()
-        block(run(pairs))
-        inner = max(1, int(target_s / max(time.perf_counter() - t0, 1e-6)))
-        times = []
+        block(run(*operands, 1))
+        # Enough runs per call that neither dispatch nor the first touch of the buffer counts.
+        times = int(min(max_runs, max(2, target_s / max(time.perf_counter() - t0, 1e-7))))
+        timings = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            block([run(pairs) for _ in range(inner)])
-            times.append((time.perf_counter() - t0) / inner)
-        each_s = min(times) / copies
+            block(run(*operands, times))
+            timings.append((time.perf_counter() - t0) / times)
+        each_s = min(timings)
         total_s += each_s * g["count"]
         products.append(
             {

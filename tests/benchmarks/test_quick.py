@@ -215,7 +215,9 @@ def test_dot_ceiling_counts_every_product():
     def f(a, b):
         # A scan body runs 3 times; of a cond's branches the heavier one counts.
         y, _ = jax.lax.scan(lambda c, _: (c @ jnp.ones((4, 4)), None), a @ b, None, length=3)
-        return jax.lax.cond(y.sum() > 0, lambda y: y @ jnp.ones((4, 32)), lambda y: jnp.zeros((8, 32)), y)
+        return jax.lax.cond(
+            y.sum() > 0, lambda y: y @ jnp.ones((4, 32)), lambda y: jnp.zeros((8, 32)), y
+        )
 
     got = common.dot_ceiling(jax.jit(f), a, b, reps=2, target_s=0.001)
     assert got["num_dots"] == 1 + 3 + 1
