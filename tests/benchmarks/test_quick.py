@@ -52,6 +52,9 @@ def _check_training_speed_sane(quick_runs):
         assert all(0 < v < 600 for v in r["loss_per_epoch"])
         assert r["loss_per_epoch"][-1] < r["loss_per_epoch"][0]
     assert res["ratio_vi_jax_over_handwritten"] > 0
+    assert res["cpu_ratio_vi_jax_over_handwritten"] == pytest.approx(
+        res["vi_jax"]["cpu_median_s"] / res["hand-written JAX"]["cpu_median_s"], rel=1e-9
+    )
 
 
 def _check_throughput_numpyro_sane(quick_runs):
