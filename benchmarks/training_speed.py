@@ -69,13 +69,14 @@ def vi_jax_runner(x, seed: int = 0, model: str = "default"):
     box = {"state": init_train_state(params, optimizer)}
     key = jax.random.key(seed)
 
+    def step_args() -> tuple[Any, ...]:  # one step's example arguments
+        return box["state"], vdata.dynamic_binarize(key, data[:batch]), key
+
     def step_flops() -> float:
-        xb = vdata.dynamic_binarize(key, data[:batch])
-        return common.compiled_cost(jax.jit(step), box["state"], xb, key)["flops"]
+        return common.compiled_cost(jax.jit(step), *step_args())["flops"]
 
     def dot_ceiling() -> dict[str, float]:
-        xb = vdata.dynamic_binarize(key, data[:batch])
-        return common.dot_ceiling(step, box["state"], xb, key)
+        return common.dot_ceiling(step, *step_args())
 
     def run(i: int):
         box["state"], metrics = epoch_fn(box["state"], data, jax.random.fold_in(key, i))
@@ -180,13 +181,14 @@ def handwritten_runner(x, seed: int = 0, model: str = "default"):
         box["p"], box["o"], losses = epoch(box["p"], box["o"], data, jax.random.fold_in(key, i))
         return losses
 
+    def step_args() -> tuple[Any, ...]:  # one scan step's example (carry, input)
+        return (box["p"], box["o"], data), (jnp.arange(batch), jax.random.key(0))
+
     def step_flops() -> float:
-        inp = (jnp.arange(batch), jax.random.key(0))
-        return common.compiled_cost(jax.jit(step), (box["p"], box["o"], data), inp)["flops"]
+        return common.compiled_cost(jax.jit(step), *step_args())["flops"]
 
     def dot_ceiling() -> dict[str, float]:
-        inp = (jnp.arange(batch), jax.random.key(0))
-        return common.dot_ceiling(step, (box["p"], box["o"], data), inp)
+        return common.dot_ceiling(step, *step_args())
 
     run.step_flops = step_flops
     run.dot_ceiling = dot_ceiling

@@ -40,13 +40,24 @@ def _softplus(logits: Array) -> Array:
     return jax.nn.softplus(logits)
 
 
-@_softplus.defjvp
-def _softplus_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (logits,), (dlogits,) = primals, tangents
+def _softplus_and_sigmoid(logits: Array) -> tuple[Array, Array]:
+    """`(softplus(l), sigmoid(l))` from one `u = exp(-|l|)`: the derivative rules' shared core."""
     u = jnp.exp(-jnp.abs(logits))
     value = jnp.maximum(logits, 0) + jnp.log1p(u)
     sigmoid = jnp.where(logits >= 0, 1.0, u) / (1.0 + u)
+    return value, sigmoid
+
+
+@_softplus.defjvp
+def _softplus_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (logits,), (dlogits,) = primals, tangents
+    value, sigmoid = _softplus_and_sigmoid(logits)
     return value, sigmoid * dlogits
+
+
+def _outside(value: Array) -> Array:
+    """Data outside [0, 1] (zero mass). A NaN is not outside: NaN in gives NaN out."""
+    return (value < 0) | (value > 1)
 
 
 def _check_support(value: Array) -> None:
@@ -80,9 +91,7 @@ class LogitBernoulli(distrax.Bernoulli):
         """
         _check_support(value)
         logits = self.logits
-        # `outside` (not `~inside`): a NaN value is neither, and gives NaN, not -inf.
-        outside = (value < 0) | (value > 1)
-        return jnp.where(outside, -jnp.inf, value * logits - _softplus(logits))
+        return jnp.where(_outside(value), -jnp.inf, value * logits - _softplus(logits))
 
 
 LOG1P_GROUP_MAX = 112
@@ -110,10 +119,6 @@ def _sum_log1p(u: Array) -> Array:
     g = _group_size(size, u.dtype)
     groups = jnp.reshape(1 + u, (*u.shape[:-1], size // g, g))
     return jnp.sum(jnp.log(jnp.prod(groups, axis=-1)), axis=-1)
-
-
-def _outside(value: Array) -> Array:
-    return (value < 0) | (value > 1)  # NaN is neither: NaN in, NaN out.
 
 
 @jax.custom_jvp
@@ -150,12 +155,10 @@ def _bernoulli_row_jvp(
     value, logits = primals
     dvalue, dlogits = tangents
     outside = _outside(value)
-    u = jnp.exp(-jnp.abs(logits))
-    elementwise = value * logits - (jnp.maximum(logits, 0) + jnp.log1p(u))
-    out = jnp.sum(jnp.where(outside, -jnp.inf, elementwise), axis=-1)
+    softplus, sigmoid = _softplus_and_sigmoid(logits)
+    out = jnp.sum(jnp.where(outside, -jnp.inf, value * logits - softplus), axis=-1)
     tangent = jnp.zeros_like(out)
     if not isinstance(dlogits, SymbolicZero):
-        sigmoid = jnp.where(logits >= 0, 1.0, u) / (1.0 + u)
         tangent = tangent + jnp.sum(jnp.where(outside, 0.0, (value - sigmoid) * dlogits), -1)
     if not isinstance(dvalue, SymbolicZero):
         tangent = tangent + jnp.sum(jnp.where(outside, 0.0, logits * dvalue), -1)
