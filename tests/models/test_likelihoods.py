@@ -144,6 +144,14 @@ def test_bernoulli_row_log_prob_equals_elementwise_sum():
     np.testing.assert_allclose(bernoulli_likelihood(logits).log_prob(x), new, rtol=1e-6)
     with pytest.raises(ValueError, match="`x`"):
         bernoulli_likelihood(logits).log_prob(x + 1.0)
+    with pytest.raises(ValueError, match="`x`"):
+        bernoulli_row_log_prob(x - 1.0, logits)
+    with pytest.raises(ValueError, match="`logits`"):
+        bernoulli_row_log_prob(jnp.float32(1.0), jnp.float32(0.0))
+    # vmap over the sample axis gives the batched call.
+    np.testing.assert_allclose(
+        jax.vmap(bernoulli_row_log_prob, (None, 0))(x, logits), new, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("size, dtype", [(784, jnp.float32), (7, jnp.float32), (30, jnp.float16)])

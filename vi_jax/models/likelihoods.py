@@ -121,7 +121,6 @@ def _sum_log1p(u: Array) -> Array:
     return jnp.sum(jnp.log(jnp.prod(groups, axis=-1)), axis=-1)
 
 
-@jax.custom_jvp
 def bernoulli_row_log_prob(value: Array, logits: Array) -> Array:
     """`sum_d [x_d * l_d - softplus(l_d)]`: the log-likelihood of whole images.
 
@@ -142,13 +141,25 @@ def bernoulli_row_log_prob(value: Array, logits: Array) -> Array:
 
     Returns:
       `[*broadcast(lead, batch)]`.
+
+    Raises:
+      ValueError: if `logits` is a scalar, or concrete `value`s lie outside [0, 1]
+        (naming `x`, as `bernoulli_likelihood(...).log_prob` does).
     """
+    check_rank_at_least(logits, 1, "logits")
+    _check_support(value)
+    return _row_log_prob(value, logits)
+
+
+@jax.custom_jvp
+def _row_log_prob(value: Array, logits: Array) -> Array:
+    """`bernoulli_row_log_prob` without the checks (its custom-JVP core)."""
     u = jnp.exp(-jnp.abs(logits))
     linear = jnp.where(_outside(value), -jnp.inf, value * logits - jnp.maximum(logits, 0))
     return jnp.sum(linear, axis=-1) - _sum_log1p(u)
 
 
-@functools.partial(bernoulli_row_log_prob.defjvp, symbolic_zeros=True)
+@functools.partial(_row_log_prob.defjvp, symbolic_zeros=True)
 def _bernoulli_row_jvp(
     primals: tuple[Array, Array], tangents: tuple[Array, Array]
 ) -> tuple[Array, Array]:
@@ -177,7 +188,6 @@ class BernoulliImage(distrax.Independent):
 
     def log_prob(self, value: Array) -> Array:
         """Log p(value) `[*lead]` of images `value [*batch, data]` (`bernoulli_likelihood`)."""
-        _check_support(value)
         return bernoulli_row_log_prob(value, self.distribution.logits)
 
 
