@@ -6,6 +6,10 @@ Models (`--model`, default both):
 - `iwae`: the IWAE-paper model (`iwae_paper_vae`: 784-200-200-50 tanh, 50-200-200-784),
   batch 20, the per-step cost of every cell of the IWAE table (`benchmarks/iwae_table.py`).
 
+Trainers: the vi_jax trainer (`make_train_step` + `make_epoch_fn`), a hand-written JAX
+`lax.scan` epoch, PyTorch's loop (default model, when torch is importable), and the vi_jax
+trainer without its step's non-finite guard (a diagnostic leg: it prices the guard).
+
 1-sample ELBO, Adam(1e-3), dynamically binarised MNIST already on the device. Per-epoch
 time is the median over epochs after the first (compiling) one, whose time is reported
 separately (and as a ratio to the hand-written one's). Achieved FLOP/s: XLA's cost
@@ -19,6 +23,7 @@ float32 matmul measured in the same process.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Any
 
@@ -27,6 +32,8 @@ import numpy as np
 from benchmarks import common
 
 NAME = "training_speed"
+# The vi_jax trainer with its step's non-finite guard removed (diagnostic leg).
+UNGUARDED = "vi_jax without the non-finite guard"
 BATCH = 128
 LR = 1e-3
 MODELS = {
@@ -43,7 +50,13 @@ def load_data(quick: bool) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- (a) vi_jax trainer
-def vi_jax_runner(x, seed: int = 0, model: str = "default"):
+def vi_jax_runner(x, seed: int = 0, model: str = "default", guarded: bool = True):
+    """The library's trainer; `guarded=False` swaps its step for one without the guard.
+
+    The unguarded step is `make_train_step`'s body minus the global gradient norm, the
+    finiteness test and the `lax.cond` (same loss, optimiser, epoch and data path): the
+    leg that prices the "nothing silent" guard, side by side with the guarded trainer.
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -51,7 +64,8 @@ def vi_jax_runner(x, seed: int = 0, model: str = "default"):
     from vi_jax import data as vdata
     from vi_jax.experiment import resolve_estimator
     from vi_jax.models import iwae_paper_vae, make_vae_loss, pytorch_example_vae, split_params
-    from vi_jax.training import init_train_state, make_epoch_fn, make_train_step
+    from vi_jax.training import TrainState, init_train_state, make_epoch_fn, make_train_step
+    from vi_jax.types import GuardedStep
 
     build = {"default": pytorch_example_vae, "iwae": iwae_paper_vae}[model]
     batch = MODELS[model]["batch"]
@@ -62,6 +76,16 @@ def vi_jax_runner(x, seed: int = 0, model: str = "default"):
     )
     optimizer = optax.adam(LR)
     step = make_train_step(loss_fn, optimizer)
+    if not guarded:
+
+        def unguarded(state, batch, key):
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            new = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
+            return new, {"loss": loss, **aux, "finite": jnp.isfinite(loss)}
+
+        step = GuardedStep(unguarded)
     epoch_fn = make_epoch_fn(
         step, batch_size=batch, num_examples=len(x), preprocess=vdata.dynamic_binarize
     )
@@ -255,7 +279,11 @@ def run_model(
     """Times the trainers on `model` (epochs interleaved); returns `(results, table rows)`."""
     from tqdm.auto import tqdm
 
-    runners = {"vi_jax": vi_jax_runner, "hand-written JAX": handwritten_runner}
+    runners = {
+        "vi_jax": vi_jax_runner,
+        "hand-written JAX": handwritten_runner,
+        UNGUARDED: functools.partial(vi_jax_runner, guarded=False),
+    }
     if model == "default":
         try:
             import torch  # noqa: F401
@@ -350,6 +378,20 @@ def run_model(
             "q75": float(np.percentile(paired_cpu, 75)),
         }
     results["first_epoch_ratio"] = vj["first_epoch_s"] / hw["first_epoch_s"]
+    # What the guard costs: guarded over unguarded epochs of the same library trainer.
+    ng = results[UNGUARDED]
+    results["guard_cost"] = {
+        "paired_ratio": float(np.median(np.asarray(vj["times_s"][1:]) / ng["times_s"][1:]))
+        if len(paired)
+        else vj["median_s"] / ng["median_s"],
+        "paired_cpu_ratio": float(
+            np.median(np.asarray(vj["cpu_times_s"][1:]) / ng["cpu_times_s"][1:])
+        )
+        if len(paired_cpu)
+        else vj["cpu_median_s"] / ng["cpu_median_s"],
+        "unguarded_cpu_over_handwritten": ng["cpu_median_s"] / hw["cpu_median_s"],
+        "unguarded_over_handwritten": ng["median_s"] / hw["median_s"],
+    }
     results["first_epoch_cpu_ratio"] = vj["first_epoch_cpu_s"] / hw["first_epoch_cpu_s"]
     notes.append(
         f"{model}: ratio vi_jax / hand-written JAX = {results['ratio_vi_jax_over_handwritten']:.3f}"
@@ -368,6 +410,14 @@ def run_model(
         )
         + f"; first (compile) epoch ratio {results['first_epoch_ratio']:.2f} wall, "
         f"{results['first_epoch_cpu_ratio']:.2f} CPU time (targets: <= 1.03 and <= 1.2)."
+    )
+    gc = results["guard_cost"]
+    notes.append(
+        f"{model}: the non-finite guard (global gradient norm + finiteness test + lax.cond) "
+        f"costs vi_jax / {UNGUARDED} = {gc['paired_ratio']:.3f} wall, "
+        f"{gc['paired_cpu_ratio']:.3f} CPU time (paired medians); without it vi_jax / "
+        f"hand-written = {gc['unguarded_over_handwritten']:.3f} wall, "
+        f"{gc['unguarded_cpu_over_handwritten']:.3f} CPU time."
     )
     if "PyTorch examples/vae" in results:
         notes.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks.__main__ import BENCHMARKS
@@ -55,6 +56,14 @@ def _check_training_speed_sane(quick_runs):
     assert res["cpu_ratio_vi_jax_over_handwritten"] == pytest.approx(
         res["vi_jax"]["cpu_median_s"] / res["hand-written JAX"]["cpu_median_s"], rel=1e-9
     )
+    for r in (res, res["iwae_model"]):
+        # The unguarded leg trains the same model from the same start with the same keys:
+        # while every step is finite the guard changes nothing, so the losses agree.
+        guarded, unguarded = r["vi_jax"], r["vi_jax without the non-finite guard"]
+        np.testing.assert_allclose(
+            unguarded["loss_per_epoch"], guarded["loss_per_epoch"], rtol=1e-4
+        )
+        assert r["guard_cost"]["paired_ratio"] > 0 and r["guard_cost"]["paired_cpu_ratio"] > 0
 
 
 def _check_throughput_numpyro_sane(quick_runs):
@@ -195,7 +204,12 @@ def _check_training_speed_roofline_and_iwae_model(quick_runs):
 def _check_evaluation_sane(quick_runs):
     res = json.loads((quick_runs / "evaluation" / "evaluation.json").read_text())["results"]
     legs = res["legs"]
-    assert set(legs) == {"vi_jax", "hand-written (jax.nn.softplus)", "hand-written (max+log1p)"}
+    assert set(legs) == {
+        "vi_jax",
+        "hand-written (jax.nn.softplus)",
+        "hand-written (max+log1p)",
+        "hand-written (row log-lik)",
+    }
     lls = [leg["mean_log_likelihood"] for leg in legs.values()]
     # Same model, same images, K = 100 each: the estimates agree to a fraction of a nat.
     assert max(lls) - min(lls) < 1.0 and all(-600 < v < 0 for v in lls)
@@ -205,6 +219,8 @@ def _check_evaluation_sane(quick_runs):
         assert 0 < leg["fraction_of_dot_ceiling"] < 5
     assert res["dot_ceiling"]["num_dots"] >= 2 and res["dots_only_rep_s"] > 0
     assert res["ratio_vi_jax_over_handwritten_time"] > 0
+    ab = res["row_loglik_ab_time_ratio"]
+    assert 0 < ab["q25"] <= ab["median"] <= ab["q75"]
 
 
 def test_dot_ceiling_counts_every_product():
