@@ -39,6 +39,17 @@ def summarize(times: Sequence[float]) -> dict[str, float]:
     }
 
 
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles of `numerator[i] / denominator[i]` over interleaved repetitions.
+
+    Ratios taken one pair at a time are robust to load that drifts over a run. Both
+    sequences must be non-empty and of one length.
+    """
+    r = np.asarray(numerator, float) / np.asarray(denominator, float)
+    q25, med, q75 = np.percentile(r, [25, 50, 75])
+    return {"median": float(med), "q25": float(q25), "q75": float(q75)}
+
+
 def time_repeated(
     fn: Callable[[int], Any], reps: int, *, warmup: int = 1, progress: Any = None
 ) -> dict[str, Any]:

@@ -296,24 +296,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ref = results["legs"]["hand-written (jax.nn.softplus)"]["median_s"]
     vj = results["legs"]["vi_jax"]["median_s"]
     results["ratio_vi_jax_over_handwritten_time"] = vj / ref
-    paired = np.asarray(times["vi_jax"]) / np.asarray(times["hand-written (jax.nn.softplus)"])
-    results["paired_time_ratio"] = {
-        "median": float(np.median(paired)),
-        "q25": float(np.percentile(paired, 25)),
-        "q75": float(np.percentile(paired, 75)),
-    }
+    results["paired_time_ratio"] = common.paired_ratio(
+        times["vi_jax"], times["hand-written (jax.nn.softplus)"]
+    )
     ab = np.asarray(times["hand-written (max+log1p)"]) / np.asarray(
         times["hand-written (jax.nn.softplus)"]
     )
     results["softplus_ab_time_ratio_maxlog1p_over_jax"] = float(np.median(ab))
-    row_ab = np.asarray(times[f"hand-written ({ROW_FORM})"]) / np.asarray(
-        times["hand-written (jax.nn.softplus)"]
+    results["row_loglik_ab_time_ratio"] = common.paired_ratio(
+        times[f"hand-written ({ROW_FORM})"], times["hand-written (jax.nn.softplus)"]
     )
-    results["row_loglik_ab_time_ratio"] = {
-        "median": float(np.median(row_ab)),
-        "q25": float(np.percentile(row_ab, 25)),
-        "q75": float(np.percentile(row_ab, 75)),
-    }
     notes = [
         f"vi_jax time / hand-written (jax.nn.softplus) time = {vj / ref:.3f} (paired median "
         f"{results['paired_time_ratio']['median']:.3f}, IQR "

@@ -379,13 +379,9 @@ def compare(case: dict[str, Any]) -> None:
     vj, npy = case["vi_jax"], case["numpyro"]
     case["ratio_vi_jax_over_numpyro"] = vj["evals_per_s"] / npy["evals_per_s"]
     # Ratio of the interleaved repetitions taken one pair at a time: robust to load drift.
-    paired = np.asarray(npy["times_s"]) / np.asarray(vj["times_s"])
-    q25, med, q75 = np.percentile(paired, [25, 50, 75])
-    case["paired_ratio"] = {"median": float(med), "q25": float(q25), "q75": float(q75)}
-    paired_cpu = np.asarray(npy["cpu_times_s"]) / np.asarray(vj["cpu_times_s"])
-    q25, med, q75 = np.percentile(paired_cpu, [25, 50, 75])
+    case["paired_ratio"] = common.paired_ratio(npy["times_s"], vj["times_s"])
     case["cpu_ratio_vi_jax_over_numpyro"] = npy["cpu_median_s"] / vj["cpu_median_s"]
-    case["paired_cpu_ratio"] = {"median": float(med), "q25": float(q25), "q75": float(q75)}
+    case["paired_cpu_ratio"] = common.paired_ratio(npy["cpu_times_s"], vj["cpu_times_s"])
     diff = vj["loss_mean"] - npy["loss_mean"]
     se = math.hypot(vj["loss_se"], npy["loss_se"])
     case["loss_diff"] = diff

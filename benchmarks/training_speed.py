@@ -75,17 +75,15 @@ def vi_jax_runner(x, seed: int = 0, model: str = "default", guarded: bool = True
         graphdef, resolve_estimator("elbo", "pathwise"), num_samples=1, rest=rest, monitor=False
     )
     optimizer = optax.adam(LR)
-    step = make_train_step(loss_fn, optimizer)
-    if not guarded:
 
-        def unguarded(state, batch, key):
-            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            new = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
-            return new, {"loss": loss, **aux, "finite": jnp.isfinite(loss)}
+    def unguarded(state, batch, key):
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = TrainState(params=params, opt_state=opt_state, step=state.step + 1)
+        return new, {"loss": loss, **aux, "finite": jnp.isfinite(loss)}
 
-        step = GuardedStep(unguarded)
+    step = make_train_step(loss_fn, optimizer) if guarded else GuardedStep(unguarded)
     epoch_fn = make_epoch_fn(
         step, batch_size=batch, num_examples=len(x), preprocess=vdata.dynamic_binarize
     )
@@ -362,37 +360,32 @@ def run_model(
         )
     vj, hw = results["vi_jax"], results["hand-written JAX"]
     results["ratio_vi_jax_over_handwritten"] = vj["median_s"] / hw["median_s"]
-    paired = np.asarray(vj["times_s"][1:]) / np.asarray(hw["times_s"][1:])
-    if len(paired):
-        results["paired_ratio"] = {
-            "median": float(np.median(paired)),
-            "q25": float(np.percentile(paired, 25)),
-            "q75": float(np.percentile(paired, 75)),
-        }
-    paired_cpu = np.asarray(vj["cpu_times_s"][1:]) / np.asarray(hw["cpu_times_s"][1:])
+    # Epochs after the first (compiling) one, paired across trainers; all trainers ran
+    # the same number of epochs, so either every pair exists or none does.
+    paired = len(vj["times_s"]) > 1
+    if paired:
+        results["paired_ratio"] = common.paired_ratio(vj["times_s"][1:], hw["times_s"][1:])
     results["cpu_ratio_vi_jax_over_handwritten"] = vj["cpu_median_s"] / hw["cpu_median_s"]
-    if len(paired_cpu):
-        results["paired_cpu_ratio"] = {
-            "median": float(np.median(paired_cpu)),
-            "q25": float(np.percentile(paired_cpu, 25)),
-            "q75": float(np.percentile(paired_cpu, 75)),
-        }
+    if paired:
+        results["paired_cpu_ratio"] = common.paired_ratio(
+            vj["cpu_times_s"][1:], hw["cpu_times_s"][1:]
+        )
     results["first_epoch_ratio"] = vj["first_epoch_s"] / hw["first_epoch_s"]
+    results["first_epoch_cpu_ratio"] = vj["first_epoch_cpu_s"] / hw["first_epoch_cpu_s"]
     # What the guard costs: guarded over unguarded epochs of the same library trainer.
     ng = results[UNGUARDED]
     results["guard_cost"] = {
-        "paired_ratio": float(np.median(np.asarray(vj["times_s"][1:]) / ng["times_s"][1:]))
-        if len(paired)
+        "paired_ratio": common.paired_ratio(vj["times_s"][1:], ng["times_s"][1:])["median"]
+        if paired
         else vj["median_s"] / ng["median_s"],
-        "paired_cpu_ratio": float(
-            np.median(np.asarray(vj["cpu_times_s"][1:]) / ng["cpu_times_s"][1:])
-        )
-        if len(paired_cpu)
+        "paired_cpu_ratio": common.paired_ratio(vj["cpu_times_s"][1:], ng["cpu_times_s"][1:])[
+            "median"
+        ]
+        if paired
         else vj["cpu_median_s"] / ng["cpu_median_s"],
         "unguarded_cpu_over_handwritten": ng["cpu_median_s"] / hw["cpu_median_s"],
         "unguarded_over_handwritten": ng["median_s"] / hw["median_s"],
     }
-    results["first_epoch_cpu_ratio"] = vj["first_epoch_cpu_s"] / hw["first_epoch_cpu_s"]
     notes.append(
         f"{model}: ratio vi_jax / hand-written JAX = {results['ratio_vi_jax_over_handwritten']:.3f}"
         + (
