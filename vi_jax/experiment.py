@@ -463,7 +463,6 @@ def evaluate_params(
         vae_view(graphdef, rest),
         x,
         num_samples=num_samples,
-        sample_chunk=min(500, num_samples),
         data_chunk=100 if num_samples > 100 else 500,
         progress=progress,
         mesh=mesh,

@@ -206,6 +206,7 @@ def _check_evaluation_sane(quick_runs):
     legs = res["legs"]
     assert set(legs) == {
         "vi_jax",
+        "vi_jax (sample_chunk 500)",
         "hand-written (jax.nn.softplus)",
         "hand-written (max+log1p)",
         "hand-written (row log-lik)",
@@ -219,8 +220,9 @@ def _check_evaluation_sane(quick_runs):
         assert 0 < leg["fraction_of_dot_ceiling"] < 5
     assert res["dot_ceiling"]["num_dots"] >= 2 and res["dots_only_rep_s"] > 0
     assert res["ratio_vi_jax_over_handwritten_time"] > 0
-    ab = res["row_loglik_ab_time_ratio"]
-    assert 0 < ab["q25"] <= ab["median"] <= ab["q75"]
+    for name in ("row_loglik_ab_time_ratio", "chunk_ab_time_ratio"):
+        ab = res[name]
+        assert 0 < ab["q25"] <= ab["median"] <= ab["q75"]
 
 
 def test_dot_ceiling_counts_every_product():

@@ -135,3 +135,38 @@ def test_evaluating_the_same_model_again_reuses_the_compiled_program(lg):
     b = evaluate_model(jax.random.key(4), model, model_fn, x, **kw)
     assert len(traces) == 1
     np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)
+
+
+def test_default_sample_chunk_fits_the_backend_and_divides_k():
+    from vi_jax.inference.evaluate import default_sample_chunk
+
+    # MNIST at 100 images a call: 2**21 elements on a CPU -> 26, rounded down to 25 | 5000.
+    assert default_sample_chunk(5000, 100, 784, backend="cpu") == 25
+    assert default_sample_chunk(5000, 100, 784, backend="gpu") == 500
+    assert default_sample_chunk(4999, 100, 784, backend="cpu") == 26  # no divisor near: aim
+    assert default_sample_chunk(5000, 1, 10, backend="cpu") == 5000  # never more than K
+    assert default_sample_chunk(3, 10**6, 784, backend="cpu") == 1
+    for k in (1, 7, 64, 5000):
+        for chunk in (1, 8, 100):
+            c = default_sample_chunk(k, chunk, 784, backend="cpu")
+            assert 1 <= c <= k
+    with pytest.raises(ValueError, match="data_chunk"):
+        default_sample_chunk(10, 0, 784)
+    with pytest.raises(ValueError, match="data_dim"):
+        default_sample_chunk(10, 1, -1)
+
+
+def test_default_sample_chunk_is_what_evaluate_model_uses(lg):
+    from vi_jax.inference.evaluate import default_sample_chunk
+
+    model, x = lg
+    # 23 examples of width 4: on a CPU the aim is 2**21 / 92 samples, so K = 60,000 is
+    # drawn in chunks (20,000 on a CPU), with the same draws as the explicit chunk.
+    kw = dict(num_samples=60_000, data_chunk=100)
+    chunk = default_sample_chunk(60_000, len(x), x.shape[1])
+    assert chunk < 60_000
+    a = evaluate_model(jax.random.key(6), model, _view(False), x, **kw)
+    b = evaluate_model(jax.random.key(6), model, _view(False), x, sample_chunk=chunk, **kw)
+    np.testing.assert_array_equal(a.log_likelihood, b.log_likelihood)
+    with pytest.raises(ValueError, match="sample_chunk"):
+        evaluate_model(jax.random.key(6), model, _view(False), x, sample_chunk=0, **kw)

@@ -12,7 +12,12 @@ from vi_jax.inference.ais import (
     require_simulate,
     reverse_ais,
 )
-from vi_jax.inference.evaluate import Evaluation, evaluate_model, model_active_units
+from vi_jax.inference.evaluate import (
+    Evaluation,
+    default_sample_chunk,
+    evaluate_model,
+    model_active_units,
+)
 from vi_jax.inference.evaluate import active_units as active_units  # the old name
 from vi_jax.inference.gaps import gaps_table, inference_gaps
 from vi_jax.inference.refine import refine, refine_view
@@ -28,6 +33,7 @@ __all__ = [
     "annealed_importance_sampling",
     "annealing_schedule",
     "bdmc",
+    "default_sample_chunk",
     "evaluate_ais",
     "evaluate_bdmc",
     "evaluate_model",
