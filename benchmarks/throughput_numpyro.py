@@ -70,6 +70,8 @@ QUICK = {
     "target_s": 0.02,
     "max_inner": 20,
     "peak_n": 256,
+    # K = 5 in chunks of 2 (with a remainder): the chunked leg and its A/B, at smoke size.
+    "sample_chunks": {5: 2},
 }
 
 Params = dict[str, dict[str, Any]]
@@ -136,18 +138,34 @@ def decode(params: Params, z: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- the two legs
-def make_vi_jax_step(objective: str, num_samples: int) -> Step:
+# The vi_jax leg without the sample chunking, timed beside it where chunking applies.
+UNCHUNKED = "vi_jax (all K at once)"
+
+
+def chunk_of(num_samples: int, batch: int, data_dim: int) -> int | None:
+    """The K-chunk of the vi_jax leg: `make_vae_loss`'s default (`default_log_joint_chunk`)."""
+    from vi_jax.estimators import default_log_joint_chunk
+
+    return default_log_joint_chunk(num_samples, batch, data_dim)
+
+
+def make_vi_jax_step(objective: str, num_samples: int, chunk: int | str | None = "auto") -> Step:
     """`jit(value_and_grad(loss))(params, x, key_data)` with the vi_jax pathwise estimators.
 
     The decoder is the library's own `BernoulliDecoder(MLP(...))`, as `make_mlp_vae`
     builds it, holding the shared parameter dict's `dec_h` / `dec_out` weights (mapped
     into its `nnx.State` inside the traced loss, so the gradient is still w.r.t. the
     shared dict): the benchmark measures vi_jax's networks, likelihood and prior, and
-    any speed the library gains (or loses) shows here.
+    any speed the library gains (or loses) shows here. The log joint meets the K samples
+    as in `make_vae_loss`'s default (`sample_chunk="auto"`): in chunks of
+    `default_log_joint_chunk(K, B, D)` samples where that is not None (on a CPU: K = 50
+    at batch 128 is evaluated 5 samples at a time), else all at once.
 
     Args:
       objective: `"elbo"` (`elbo_pathwise`) or `"iwae"` (`iwae_pathwise`).
       num_samples: K.
+      chunk: `"auto"` (`chunk_of`, the library's default), a chunk size, or None for the
+        log joint on all K samples at once (the A/B leg).
 
     Returns:
       A jitted function `(params, x [B, D], key_data uint32 [2]) -> (loss, grads)`, loss = minus the
@@ -158,6 +176,7 @@ def make_vi_jax_step(objective: str, num_samples: int) -> Step:
     import jax.numpy as jnp
     from flax import nnx
 
+    from vi_jax.estimators import chunk_log_joint
     from vi_jax.estimators.gradients import elbo_pathwise, iwae_pathwise
     from vi_jax.models import (
         MLP,
@@ -200,6 +219,9 @@ def make_vi_jax_step(objective: str, num_samples: int) -> Step:
         def log_joint(z: Any) -> Any:  # z [K, B, L] -> [K, B]
             return prior.log_prob(z) + decoder(z).log_prob(x)
 
+        size = chunk_of(num_samples, x.shape[0], x.shape[-1]) if chunk == "auto" else chunk
+        if size is not None:
+            log_joint = chunk_log_joint(log_joint, size)
         return -jnp.mean(estimator(key, log_joint, q, num_samples))
 
     return jax.jit(jax.value_and_grad(loss))
@@ -521,10 +543,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # IWAE at K=1 is the ELBO, measured already (and RenyiELBO's default is K = 2).
     grid = [(o, k) for o in OBJECTIVES for k in cfg["ks"] if o == "elbo" or k >= 2]
     cases: list[dict[str, Any]] = []
-    with tqdm(total=len(grid) * len(legs) * cfg["reps"], desc=NAME, disable=None) as bar:
+    # --quick forces a chunk (its sizes are below the default's threshold) to test the path.
+    forced = cfg.get("sample_chunks", {})
+    chunks = {k: forced.get(k, chunk_of(k, cfg["batch"], cfg["data_dim"])) for k in cfg["ks"]}
+    total = sum(len(legs) + (chunks[k] is not None) for _, k in grid) * cfg["reps"]
+    with tqdm(total=total, desc=NAME, disable=None) as bar:
         for i, (objective, k) in enumerate(grid):
             bar.set_postfix_str(f"{objective} K={k}")
             steps = {leg: make(objective, k) for leg, make in steps_of.items()}
+            if chunks[k] is not None:  # the A/B of the chunking, side by side
+                steps["vi_jax"] = make_vi_jax_step(objective, k, chunk=chunks[k])
+                steps[UNCHUNKED] = make_vi_jax_step(objective, k, chunk=None)
             case = {"objective": objective, "K": k}
             case.update(
                 measure_case(
@@ -538,6 +567,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     bar=bar,
                 )
             )
+            case["sample_chunk"] = chunks[k]
+            if UNCHUNKED in case:
+                case["chunk_ab_time_ratio"] = common.paired_ratio(
+                    case["vi_jax"]["times_s"], case[UNCHUNKED]["times_s"]
+                )
+                # XLA's cost analysis counts the chunk loop's body once: the FLOPs of the
+                # same arithmetic come from the leg without the loop.
+                r, whole = case["vi_jax"], case[UNCHUNKED]
+                r["flops_per_eval_analysed"] = r["flops_per_eval"]
+                r["flops_per_eval"] = whole["flops_per_eval"]
+                r["achieved_flops_per_s"] = r["flops_per_eval"] / r["median_s"]
             if "numpyro" in case:
                 compare(case)
             cases.append(case)
@@ -546,7 +586,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if peak_after["flops_per_s"] > peak["flops_per_s"]:
         peak = peak_after
     for case in cases:
-        for leg in legs:
+        for leg in [*legs, UNCHUNKED] if UNCHUNKED in case else legs:
             r = case[leg]
             r["fraction_of_peak"] = r["achieved_flops_per_s"] / peak["flops_per_s"]
     results: dict[str, Any] = {
@@ -593,6 +633,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{cfg['reps']} x calls/rep fresh keys each) agree within {DISAGREE_SE:g} "
                 "combined standard errors."
             )
+    ab = [c for c in cases if "chunk_ab_time_ratio" in c]
+    if ab:
+        each = ", ".join(
+            f"{c['objective']} K={c['K']} (chunks of {c['sample_chunk']}): "
+            f"{c['chunk_ab_time_ratio']['median']:.3f} [{c['chunk_ab_time_ratio']['q25']:.3f}-"
+            f"{c['chunk_ab_time_ratio']['q75']:.3f}]"
+            for c in ab
+        )
+        notes.append(
+            "Sample chunking A/B (vi_jax time / the same leg with the log joint on all K "
+            f"samples at once, paired median [IQR]): {each}."
+        )
     notes += [
         "evals/s = 1 / median per-call time over the timed repetitions (one repetition = "
         "`calls/rep` back-to-back calls, then block_until_ready); the paired ratio IQR is "

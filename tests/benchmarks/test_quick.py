@@ -114,6 +114,15 @@ def _check_throughput_numpyro_sane(quick_runs):
             for leg in legs:
                 e, i = cases[("elbo", k)][leg], c[leg]
                 assert i["loss_mean"] < e["loss_mean"] + 5 * math.hypot(i["loss_se"], e["loss_se"])
+    # K = 5 ran chunked (forced at this size) beside the same leg on all K at once, and
+    # both compute the same bound.
+    for (_, k), c in cases.items():
+        assert (c["sample_chunk"] is not None) == (k == 5)
+        if k == 5:
+            ab, whole = c["chunk_ab_time_ratio"], c["vi_jax (all K at once)"]
+            assert 0 < ab["q25"] <= ab["median"] <= ab["q75"] and whole["evals_per_s"] > 0
+            se = math.hypot(c["vi_jax"]["loss_se"], whole["loss_se"])
+            assert abs(c["vi_jax"]["loss_mean"] - whole["loss_mean"]) < 5 * se
 
 
 def _check_iwae_table_sane(quick_runs, capsys):

