@@ -121,8 +121,9 @@ def make_vae_loss(
         PyTorch-example model). Wall time is another matter: on a 2-core CPU an epoch of
         that model took 1.25 s with monitoring and 0.87 s without (19,200 images), so
         trainers that care about speed pass `monitor=False`. With an estimator that does not draw
-        `q.sample(seed=key, sample_shape=(K,))` the monitor costs one extra forward.
-
+        `q.sample(seed=key, sample_shape=(K,))` the monitor costs one extra forward, and
+        so it does when the log joint is chunked (`sample_chunk`), since the monitor's
+        unchunked pass is then another computation.
       sample_chunk: how the estimator's `log_joint` meets the K samples: `"auto"`
         (default) evaluates it in chunks of `default_log_joint_chunk(K, B, data)` samples
         where that is not None (on a CPU, when `[K * B, data]` buffers outgrow the cache:
