@@ -174,7 +174,7 @@ def default_sample_chunk(
     aim = CHUNK_ELEMENTS.get(backend, CHUNK_ELEMENTS_OTHER) // (data_chunk * data_dim)
     aim = min(max(aim, 1), num_samples)
     for chunk in range(aim, (aim + 1) // 2 - 1, -1):
-        if chunk >= 1 and num_samples % chunk == 0:
+        if num_samples % chunk == 0:
             return chunk
     return aim
 

@@ -122,8 +122,8 @@ def make_vae_loss(
         that model took 1.25 s with monitoring and 0.87 s without (19,200 images), so
         trainers that care about speed pass `monitor=False`. With an estimator that does not draw
         `q.sample(seed=key, sample_shape=(K,))` the monitor costs one extra forward, and
-        so it does when the log joint is chunked (`sample_chunk`), since the monitor's
-        unchunked pass is then another computation.
+        so it may when the log joint is chunked (`sample_chunk`): the monitor's pass is
+        then a second chunked loop (chunked like the estimator's), which XLA may not merge.
       sample_chunk: how the estimator's `log_joint` meets the K samples: `"auto"`
         (default) evaluates it in chunks of `default_log_joint_chunk(K, B, data)` samples
         where that is not None (on a CPU, when `[K * B, data]` buffers outgrow the cache:
@@ -169,7 +169,10 @@ def make_vae_loss(
             size = max(1, math.prod(x.shape[1:]))
             chunk = default_log_joint_chunk(num_samples, max(1, x.shape[0]), size)
         if chunk is not None:
+            # The monitor and the KL-weighted path evaluate the likelihood on the same K
+            # samples: chunked alike, so they get the same cache-sized buffers.
             log_joint = chunk_log_joint(log_joint, chunk)
+            log_likelihood = chunk_log_joint(log_likelihood, chunk)
 
         bound = estimator(key, log_joint, q, num_samples)
         if tuple(jnp.shape(bound)) != tuple(q.batch_shape):
