@@ -128,9 +128,15 @@ class GuardedStep:
     Attributes:
       fn: `fn(state, batch, key) -> (state, metrics)` whose `metrics["finite"]` (bool `[]`)
         is False exactly when it returned its input state.
+      unchecked: optionally, the same update without the per-step check: it always applies
+        its update, its `metrics["finite"]` says only whether the loss is finite, and its
+        metrics may lack the ones the check computes (e.g. `"grad_norm"`). A compiled
+        epoch with `check="epoch"` runs it and, if a loss or the epoch's final state is not
+        finite, runs the epoch again with `fn` (see `make_epoch_fn`).
     """
 
     fn: TrainStep
+    unchecked: TrainStep | None = None
 
     def __call__(self, state: PyTree, batch: PyTree, key: PRNGKey) -> tuple[PyTree, Metrics]:
         """`fn(state, batch, key)`."""

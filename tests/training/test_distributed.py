@@ -127,7 +127,6 @@ def _two_processes_match_one_process_with_four_devices(runs):
     assert [h["epoch"] for h in two] == [1, 2]  # epoch 1 from the first run, 2 resumed
     for a, b in zip(four, two, strict=True):
         np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
-        np.testing.assert_allclose(b["grad_norm"], a["grad_norm"], rtol=1e-4)
     # Final parameters, restored in this (one-device, one-process) test process.
     *_, p4, _, e4 = experiment.load_run(tmp / "four")
     *_, p2, _, e2 = experiment.load_run(tmp / "two")

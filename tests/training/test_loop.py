@@ -17,6 +17,8 @@ from vi_jax.training import (
     make_train_step,
     restore_checkpoint,
 )
+from vi_jax.training.epoch import _tree_all_finite
+from vi_jax.types import GuardedStep
 
 N, B = 192, 32
 
@@ -74,11 +76,45 @@ def test_epoch_scan_equals_python_loop_of_the_same_steps():
 def test_epoch_donates_state_unless_told_not_to():
     data = make_regression(n=N)
     state, step = _setup()
-    kept = _copy(state)
-    make_epoch_fn(step, batch_size=B, num_examples=N, donate=False)(kept, data, jax.random.key(0))
+    kept, first = _copy(state), _copy(state)
+    make_epoch_fn(step, batch_size=B, num_examples=N, donate=False, check="step")(
+        kept, data, jax.random.key(0)
+    )
     assert not kept.params["w"].is_deleted()
+    make_epoch_fn(step, batch_size=B, num_examples=N, check="step")(state, data, jax.random.key(0))
+    assert state.params["w"].is_deleted()
+    # check="epoch" keeps its input for a rerun, so a finite epoch leaves it alive ...
+    make_epoch_fn(step, batch_size=B, num_examples=N)(first, data, jax.random.key(0))
+    assert not first.params["w"].is_deleted()
+    # ... and the guarded rerun of a failing one donates it.
+    state, step = _setup(loss_fn=_nan_at_step(2), with_step=True)
     make_epoch_fn(step, batch_size=B, num_examples=N)(state, data, jax.random.key(0))
     assert state.params["w"].is_deleted()
+
+
+def test_epoch_check_rejects_unknown_values():
+    _, step = _setup()
+    with pytest.raises(ValueError, match="`check` must be one of"):
+        make_epoch_fn(step, batch_size=B, num_examples=N, check="never")
+
+
+def test_epoch_checks_agree_on_a_finite_run():
+    data = make_regression(n=N)
+    state, step = _setup()
+    runs = {}
+    for check in ("epoch", "step"):
+        epoch = make_epoch_fn(step, batch_size=B, num_examples=N, preprocess=jitter, check=check)
+        st, losses = _copy(state), []
+        for e in range(3):
+            st, out = epoch(st, data, jax.random.key(e))
+            assert bool(out.all_finite) and np.asarray(out.metrics["finite"]).all()
+            losses.append(np.asarray(out.metrics["loss"]))
+        runs[check] = (st, np.concatenate(losses), set(out.metrics))
+    (se, le, ke), (ss, ls, ks) = runs["epoch"], runs["step"]
+    np.testing.assert_allclose(le, ls, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), se, ss)
+    # Only the per-step check computes the gradient norm.
+    assert ks == ke | {"grad_norm"} and "grad_norm" not in ke
 
 
 def test_drop_remainder_false_visits_every_example_once():
@@ -109,10 +145,30 @@ def _nan_at_step(bad_step):
     return loss_fn
 
 
-def test_epoch_freezes_state_at_first_nonfinite_step():
+def _nan_grad_at_step(bad_step):
+    """A loss whose value stays finite but whose gradient is NaN at step `bad_step`."""
+
+    @jax.custom_jvp
+    def poison(x, flag):
+        return x
+
+    @poison.defjvp
+    def _(primals, tangents):
+        (x, flag), (dx, _) = primals, tangents
+        return x, jnp.where(flag > 0, jnp.nan, 1.0) * dx
+
+    def loss_fn(params, batch, key, step):
+        loss, aux = mse_loss(params, batch, key)
+        return poison(loss, (step == bad_step).astype(loss.dtype)), aux
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("check", ["epoch", "step"])
+def test_epoch_freezes_state_at_first_nonfinite_step(check):
     data = make_regression(n=N)
     state, step = _setup(loss_fn=_nan_at_step(2), with_step=True)
-    epoch = make_epoch_fn(step, batch_size=B, num_examples=N)
+    epoch = make_epoch_fn(step, batch_size=B, num_examples=N, check=check)
     frozen, out = epoch(state, data, jax.random.key(0))
     assert not bool(out.all_finite)
     np.testing.assert_array_equal(np.asarray(out.metrics["finite"])[:3], [True, True, False])
@@ -123,7 +179,69 @@ def test_epoch_freezes_state_at_first_nonfinite_step():
 
 
 @pytest.mark.parametrize("drop_remainder", [True, False])
-def test_epoch_guards_a_step_that_does_not_guard_itself(drop_remainder):
+def test_epoch_check_finds_a_nonfinite_gradient_behind_a_finite_loss(drop_remainder):
+    # The unchecked step sees only the loss; the NaN gradient reaches the state (Adam),
+    # which the epoch checks at its end, and the guarded rerun stops at the bad step.
+    n = N + (B // 2 if not drop_remainder else 0)
+    data = make_regression(n=n)
+    state, step = _setup(loss_fn=_nan_grad_at_step(3), with_step=True)
+    out_of = {}
+    for check in ("epoch", "step"):
+        epoch = make_epoch_fn(
+            step, batch_size=B, num_examples=n, drop_remainder=drop_remainder, check=check
+        )
+        out_of[check] = epoch(_copy(state), data, jax.random.key(1))
+    (frozen, out), (frozen_step, out_step) = out_of["epoch"], out_of["step"]
+    assert not bool(out.all_finite)
+    assert int(frozen.step) == 3
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(frozen))
+    finite = np.asarray(out.metrics["finite"])
+    assert finite[:3].all() and not finite[3:].any()
+    assert np.isnan(np.asarray(out.metrics["grad_norm"])[3])
+    # The rerun is the per-step-checked program: its result, bit for bit.
+    assert_trees_equal(frozen, frozen_step)
+    assert_trees_equal(out.metrics, out_step.metrics)
+
+
+@pytest.mark.parametrize(
+    ("bad", "finite"),
+    [(None, True), (1e38, True), (np.inf, False), (-np.inf, False), (np.nan, False)],
+)
+def test_state_check_sees_every_nonfinite_entry_and_no_overflow(bad, finite):
+    tree = {
+        "w": jnp.full((3, 4), 3e38, jnp.float32),  # a sum of these would overflow
+        "h": jnp.ones(5, jnp.bfloat16),
+        "count": jnp.asarray(7, jnp.int32),
+    }
+    if bad is not None:
+        tree["h"] = tree["h"].at[2].set(bad)
+    assert bool(jax.jit(_tree_all_finite)(tree)) is finite
+    assert bool(_tree_all_finite({"n": jnp.arange(3)}))  # no float leaves: nothing to fail
+
+
+def test_epoch_check_runs_the_guarded_step_only_for_a_failing_epoch():
+    traced = {"fn": 0, "unchecked": 0}
+
+    def counted(name, fn):
+        def wrapped(*args):
+            traced[name] += 1  # at trace time: counts the programs that contain it
+            return fn(*args)
+
+        return wrapped
+
+    data = make_regression(n=N)
+    for bad, guarded_traced in ((10**6, False), (2, True)):
+        traced.update(fn=0, unchecked=0)
+        state, step = _setup(loss_fn=_nan_at_step(bad), with_step=True)
+        step = GuardedStep(counted("fn", step.fn), unchecked=counted("unchecked", step.unchecked))
+        _, out = make_epoch_fn(step, batch_size=B, num_examples=N)(state, data, jax.random.key(0))
+        assert bool(out.all_finite) is not guarded_traced
+        assert traced["unchecked"] > 0 and (traced["fn"] > 0) is guarded_traced
+
+
+@pytest.mark.parametrize("check", ["epoch", "step"])
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_epoch_guards_a_step_that_does_not_guard_itself(drop_remainder, check):
     # A hand-written step (no `guards_nonfinite`) returns a NaN state at its fourth
     # call; the epoch must discard it and return the state of the third.
     n, b = 50, 8
@@ -136,7 +254,7 @@ def test_epoch_guards_a_step_that_does_not_guard_itself(drop_remainder):
     data = jnp.arange(n, dtype=jnp.float32)
     state = {"calls": jnp.array(0), "w": jnp.zeros(2)}
     epoch = make_epoch_fn(
-        counting_step, batch_size=b, num_examples=n, drop_remainder=drop_remainder
+        counting_step, batch_size=b, num_examples=n, drop_remainder=drop_remainder, check=check
     )
     kept, out = epoch(state, data, jax.random.key(0))
     assert not bool(out.all_finite)
@@ -168,7 +286,8 @@ def test_fit_trains_writes_metrics_and_calls_eval(tmp_path):
     lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
     assert [r["epoch"] for r in lines] == list(range(1, 9))
     assert lines == result.history
-    assert {"epoch", "step", "loss", "abs_b", "grad_norm", "eval_mse", "time_s"} == set(lines[0])
+    # (no "grad_norm": the default check="epoch" does not compute it; see the test below)
+    assert {"epoch", "step", "loss", "abs_b", "eval_mse", "time_s"} == set(lines[0])
     assert lines[-1]["step"] == 8 * (N // B)
     # (the directory also holds the manifest marker `.vi_jax_manifests`)
     assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [3, 6, 8]
@@ -177,6 +296,24 @@ def test_fit_trains_writes_metrics_and_calls_eval(tmp_path):
     assert_trees_equal(ckpt.state, result.state)
     # The caller's state was copied, not donated.
     assert not state.params["w"].is_deleted() and int(state.step) == 0
+
+
+def test_fit_with_per_step_check_records_the_gradient_norm():
+    data = make_regression(n=N)
+    state, step = _setup()
+    key = jax.random.key(3)
+    default = fit(key, state, step, data, num_epochs=2, batch_size=B, progress=False)
+    epoch = make_epoch_fn(step, batch_size=B, num_examples=N, check="step")
+    checked = fit(key, state, epoch, data, num_epochs=2, progress=False)
+    assert all(r["grad_norm"] > 0 for r in checked.history)
+    assert not any("grad_norm" in r for r in default.history)
+    for a, b in zip(default.history, checked.history, strict=True):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        default.state,
+        checked.state,
+    )
 
 
 def test_fit_nonfinite_keeps_last_good_checkpoint(tmp_path):
