@@ -256,59 +256,6 @@ def peak_matmul_flops(n: int | None = None, reps: int = 7) -> dict[str, float]:
     }
 
 
-def warm_up_compiler() -> None:
-    """Compiles and runs one small training-like program, so no leg pays the first compile.
-
-    The first program a process compiles pays one-time costs (XLA's and LLVM's set-up,
-    JAX's tracing and lowering caches of the primitives every training step uses), which
-    a benchmark that times first calls would charge to whichever leg runs first: on the
-    2-core CPU of session 8 it was 0.3-0.4 s of a 3 s first epoch. A small MLP's
-    value-and-gradient with an Adam-like update, random draws, a permutation and gather,
-    in a `lax.scan` and in a `lax.while_loop`, under `jax.jit` with donation, touches
-    those costs once, before any leg is timed.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    def loss(p, x, key):
-        eps = jax.random.normal(key, (x.shape[0], p["w2"].shape[0]))
-        h = jnp.tanh(jax.nn.relu(x @ p["w1"] + p["b1"]) @ p["w1"].T)
-        z = h[:, : p["w2"].shape[0]] + jax.nn.softplus(h[:, :1]) * eps
-        logits = z @ p["w2"]
-        return -jnp.mean(jnp.sum(x * logits - jax.nn.softplus(logits), axis=-1))
-
-    def step(carry, i):
-        p, m, data, key = carry
-        k_perm, k_bin, k_eps = jax.random.split(jax.random.fold_in(key, i), 3)
-        idx = jax.random.permutation(k_perm, data.shape[0])[:8]
-        x = (jax.random.uniform(k_bin, (8, data.shape[1])) < data[idx]).astype(jnp.float32)
-        val, g = jax.value_and_grad(loss)(p, x, k_eps)
-        m = jax.tree.map(lambda m, g: 0.9 * m + 0.1 * g * g, m, g)
-        p = jax.tree.map(lambda p, g, m: p - 1e-3 * g / (jnp.sqrt(m) + 1e-8), p, g, m)
-        return (p, m, data, key), val
-
-    def program(p, m, data, key):
-        carry, vals = jax.lax.scan(step, (p, m, data, key), jnp.arange(2))
-
-        def body(c):
-            i, carry = c
-            return i + 1, step(carry, i)[0]
-
-        _, carry = jax.lax.while_loop(lambda c: c[0] < 2, body, (jnp.asarray(0), carry))
-        return carry[0], carry[1], vals
-
-    d, h, latent = 16, 12, 4
-    key = jax.random.key(0)
-    p = {
-        "w1": jax.random.normal(key, (d, h)) / 4.0,
-        "b1": jnp.zeros(h),
-        "w2": jax.random.normal(key, (latent, d)) / 2.0,
-    }
-    m = jax.tree.map(jnp.zeros_like, p)
-    data = jax.random.uniform(key, (32, d))
-    block(jax.jit(program, donate_argnums=(0, 1))(p, m, data, key))
-
-
 def roofline(flops_per_call: float, seconds_per_call: float, peak: dict[str, float]) -> dict:
     """Achieved FLOP/s of a timed call and its fraction of `peak` (`peak_matmul_flops`)."""
     achieved = flops_per_call / seconds_per_call
