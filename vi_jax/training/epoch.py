@@ -141,7 +141,7 @@ CHECKS = ("epoch", "step")
 
 
 def _has_unchecked_form(train_step: TrainStep) -> bool:
-    """Whether an epoch of `train_step` can run without a per-step guard (see `_step_fn`)."""
+    """Whether an epoch of `train_step` can run without a per-step guard (see `_epoch_step`)."""
     if isinstance(train_step, GuardedStep):
         return train_step.unchecked is not None
     return True
@@ -158,7 +158,7 @@ def _tree_all_finite(tree: PyTree) -> Array:
         return jnp.asarray(True)
     flat = jnp.concatenate(leaves) if len(leaves) > 1 else leaves[0]
     # One reduction over one concatenation: a test per leaf added 0.25 s to the 1.3 s
-    # compile of the default VAE's epoch (31 leaves, 2-core CPU). `x - x` is 0 where x is
+    # compile of the default VAE's epoch (30 float leaves, 2-core CPU). `x - x` is 0 where x is
     # finite and NaN where it is not, and a sum of zeros cannot overflow.
     return jnp.isfinite(jnp.sum(flat - flat))
 
