@@ -21,9 +21,12 @@ from vi_jax._validation import check_callable, check_positive_int
 from vi_jax.types import LogJoint
 
 # Elements (K * B * data) of one buffer above which `default_log_joint_chunk` chunks on a
-# CPU, and the elements of one chunk it aims at (640 rows of MNIST at 2**19).
-CHUNK_ABOVE = {"cpu": 2**22}
-CHUNK_ELEMENTS = {"cpu": 2**19}
+# CPU, and the elements of one chunk it aims at (640 rows of MNIST at 2**19). A quarter of
+# evaluation's aim (`vi_jax.inference.evaluate.EVAL_CHUNK_ELEMENTS`, 2**21): a
+# differentiated chunk keeps its activations and their cotangents for the backward pass,
+# a forward-only one does not.
+LOSS_CHUNK_ABOVE = {"cpu": 2**22}
+LOSS_CHUNK_ELEMENTS = {"cpu": 2**19}
 
 
 def default_log_joint_chunk(
@@ -31,9 +34,9 @@ def default_log_joint_chunk(
 ) -> int | None:
     """The K-chunk `make_vae_loss` evaluates its log joint in by default, or None (no chunk).
 
-    On a CPU, when `num_samples * batch_size * data_size` exceeds `CHUNK_ABOVE` (2**22
+    On a CPU, when `num_samples * batch_size * data_size` exceeds `LOSS_CHUNK_ABOVE` (2**22
     elements), the largest divisor `c` of K with `c * batch_size * data_size <=
-    CHUNK_ELEMENTS` (2**19), at least 1; otherwise, and on every other backend (an
+    LOSS_CHUNK_ELEMENTS` (2**19), at least 1; otherwise, and on every other backend (an
     accelerator wants the large products; unmeasured there), None.
 
     Args:
@@ -49,12 +52,12 @@ def default_log_joint_chunk(
     batch_size = check_positive_int(batch_size, "batch_size")
     data_size = check_positive_int(data_size, "data_size")
     backend = backend or jax.default_backend()
-    if backend not in CHUNK_ABOVE:
+    if backend not in LOSS_CHUNK_ABOVE:
         return None
     per_sample = batch_size * data_size
-    if num_samples * per_sample <= CHUNK_ABOVE[backend]:
+    if num_samples * per_sample <= LOSS_CHUNK_ABOVE[backend]:
         return None
-    fits = max(1, CHUNK_ELEMENTS[backend] // per_sample)
+    fits = max(1, LOSS_CHUNK_ELEMENTS[backend] // per_sample)
     chunk = next(c for c in range(min(fits, num_samples), 0, -1) if num_samples % c == 0)
     return chunk if chunk < num_samples else None
 

@@ -145,8 +145,8 @@ def _check_log_likelihood(ll: np.ndarray) -> None:
 # VAE ran 26-35% faster at 25 x 100 than at 500 x 100 samples x images (benchmarks/README.md,
 # issue 19, session 7). Elsewhere 40 M, the previous fixed default (500 x 100 x 784): an
 # accelerator wants large products, and no GPU has measured a better value yet.
-CHUNK_ELEMENTS = {"cpu": 2**21}
-CHUNK_ELEMENTS_OTHER = 40_000_000
+EVAL_CHUNK_ELEMENTS = {"cpu": 2**21}
+EVAL_CHUNK_ELEMENTS_OTHER = 40_000_000
 
 
 def default_sample_chunk(
@@ -154,7 +154,7 @@ def default_sample_chunk(
 ) -> int:
     """The samples per scan step `evaluate_model` draws when `sample_chunk` is None.
 
-    It aims at `sample_chunk * data_chunk * data_dim` = `CHUNK_ELEMENTS[backend]` (2**21 on
+    It aims at `sample_chunk * data_chunk * data_dim` = `EVAL_CHUNK_ELEMENTS[backend]` (2**21 on
     a CPU, 4e7 elsewhere) and takes the largest divisor of `num_samples` within a factor
     of two below that aim, so that the scan needs no remainder program; otherwise the aim.
 
@@ -171,7 +171,7 @@ def default_sample_chunk(
     data_chunk = check_positive_int(data_chunk, "data_chunk")
     data_dim = check_positive_int(data_dim, "data_dim")
     backend = backend or jax.default_backend()
-    aim = CHUNK_ELEMENTS.get(backend, CHUNK_ELEMENTS_OTHER) // (data_chunk * data_dim)
+    aim = EVAL_CHUNK_ELEMENTS.get(backend, EVAL_CHUNK_ELEMENTS_OTHER) // (data_chunk * data_dim)
     aim = min(max(aim, 1), num_samples)
     for chunk in range(aim, (aim + 1) // 2 - 1, -1):
         if num_samples % chunk == 0:
