@@ -15,7 +15,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from train_problems import jitter, make_regression  # noqa: E402
+from train_problems import jitter, make_regression, nan_grad_at_step  # noqa: E402
 
 from vi_jax.training import (  # noqa: E402
     fit,
@@ -71,6 +71,24 @@ def main():
     epoch = make_epoch_fn(step, batch_size=32, num_examples=256, mesh=mesh, donate=False)
     hlo = epoch.lower(state, data, jax.random.key(0)).compile().as_text()
     out["has_all_reduce"] = "all-reduce" in hlo
+
+    # A NaN gradient behind a finite loss at step 3, data parallel: check="epoch" finds it
+    # in the state at the epoch's end and reruns guarded, to check="step"'s result.
+    bad_step = make_train_step(nan_grad_at_step(mlp_loss, 3), opt, with_step=True)
+    runs = {}
+    for check in ("epoch", "step"):
+        epoch = make_epoch_fn(bad_step, batch_size=32, num_examples=256, mesh=mesh, check=check)
+        runs[check] = epoch(jax.tree.map(jnp.copy, state), data, jax.random.key(3))
+    (s_e, m_e), (s_s, m_s) = runs["epoch"], runs["step"]
+    out["nan_grad"] = {
+        "all_finite": [bool(m_e.all_finite), bool(m_s.all_finite)],
+        "steps": [int(s_e.step), int(s_s.step)],
+        "finite": np.asarray(m_e.metrics["finite"]).tolist(),
+        "states_equal": all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree.leaves(s_e), jax.tree.leaves(s_s), strict=True)
+        ),
+    }
 
     refusals = {}
     for label, call in (

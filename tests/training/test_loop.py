@@ -6,7 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from train_problems import assert_trees_equal, jitter, linear_params, make_regression, mse_loss
+from train_problems import (
+    assert_trees_equal,
+    jitter,
+    linear_params,
+    make_regression,
+    mse_loss,
+    nan_grad_at_step,
+)
 
 from vi_jax.training import (
     EpochFn,
@@ -145,25 +152,6 @@ def _nan_at_step(bad_step):
     return loss_fn
 
 
-def _nan_grad_at_step(bad_step):
-    """A loss whose value stays finite but whose gradient is NaN at step `bad_step`."""
-
-    @jax.custom_jvp
-    def poison(x, flag):
-        return x
-
-    @poison.defjvp
-    def _(primals, tangents):
-        (x, flag), (dx, _) = primals, tangents
-        return x, jnp.where(flag > 0, jnp.nan, 1.0) * dx
-
-    def loss_fn(params, batch, key, step):
-        loss, aux = mse_loss(params, batch, key)
-        return poison(loss, (step == bad_step).astype(loss.dtype)), aux
-
-    return loss_fn
-
-
 @pytest.mark.parametrize("check", ["epoch", "step"])
 def test_epoch_freezes_state_at_first_nonfinite_step(check):
     data = make_regression(n=N)
@@ -184,7 +172,7 @@ def test_epoch_check_finds_a_nonfinite_gradient_behind_a_finite_loss(drop_remain
     # which the epoch checks at its end, and the guarded rerun stops at the bad step.
     n = N + (B // 2 if not drop_remainder else 0)
     data = make_regression(n=n)
-    state, step = _setup(loss_fn=_nan_grad_at_step(3), with_step=True)
+    state, step = _setup(loss_fn=nan_grad_at_step(mse_loss, 3), with_step=True)
     out_of = {}
     for check in ("epoch", "step"):
         epoch = make_epoch_fn(

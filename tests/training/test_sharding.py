@@ -41,6 +41,10 @@ def test_eight_devices_match_one_device(eight_devices):
     assert out["final_step_eight"] == 3 * 256 // 32
     assert out["params_sharding_eight"] == str(P()) and out["params_devices_eight"] == 8
     assert out["has_all_reduce"]
+    nan_grad = out["nan_grad"]  # check="epoch" under the 8-device mesh
+    assert nan_grad["all_finite"] == [False, False] and nan_grad["steps"] == [3, 3]
+    assert nan_grad["finite"] == [True] * 3 + [False] * 5
+    assert nan_grad["states_equal"]
 
 
 def test_eight_devices_refusals(eight_devices):

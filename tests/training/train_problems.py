@@ -26,6 +26,26 @@ def mse_loss(params, batch, key):
     return loss, {"abs_b": jnp.abs(params["b"])}
 
 
+def nan_grad_at_step(loss_fn, bad_step):
+    """`loss_fn(params, batch, key)` as a step-taking loss whose value stays finite but
+    whose gradient is NaN at step `bad_step` (what only a gradient or state check sees)."""
+
+    @jax.custom_jvp
+    def poison(x, flag):
+        return x
+
+    @poison.defjvp
+    def _(primals, tangents):
+        (x, flag), (dx, _) = primals, tangents
+        return x, jnp.where(flag > 0, jnp.nan, 1.0) * dx
+
+    def with_step(params, batch, key, step):
+        loss, aux = loss_fn(params, batch, key)
+        return poison(loss, (step == bad_step).astype(loss.dtype)), aux
+
+    return with_step
+
+
 def jitter(key, batch):
     """A keyed on-device preprocess: small input noise."""
     x = batch["x"]
