@@ -415,7 +415,7 @@ def make_epoch_fn(
     step, that every floating-point entry of the final state is; if not, it runs the
     epoch again from the same state and key with the per-step guard and returns that
     run. Both give the same result, up to floating-point rounding of the two programs;
-    `"epoch"` spares the per-step guard (12-24% of a small step on a 2-core CPU,
+    `"epoch"` spares the per-step guard (6-24% of a small step on 2-core CPUs,
     `benchmarks/training_speed.py`) at the price of keeping the input state alive during
     the epoch (it is not donated to the first run) and of a second run of an epoch that
     fails. Use `"step"` for the per-step `"grad_norm"` metric, or for an optimiser that

@@ -188,8 +188,8 @@ def make_train_step(
 
     def unchecked_step(state: TrainState, batch: PyTree, key: Array) -> tuple[TrainState, Metrics]:
         # No pass over the gradients: on a small step that pass, a second reader of every
-        # gradient, split the fused optimiser update and cost 12-24% of an epoch
-        # (benchmarks/training_speed.py, IWAE model, 2-core CPU).
+        # gradient, split the fused optimiser update and cost 6-24% of an epoch
+        # (benchmarks/training_speed.py, IWAE model, two 2-core CPU VMs).
         (loss, aux), grads = value_and_grad(state, batch, key)
         return update(state, grads), {"loss": loss, **aux, "finite": jnp.isfinite(loss)}
 
