@@ -29,6 +29,14 @@ LOSS_CHUNK_ABOVE = {"cpu": 2**22}
 LOSS_CHUNK_ELEMENTS = {"cpu": 2**19}
 
 
+def _largest_divisor(n: int, at_most: int, at_least: int = 1) -> int | None:
+    """The largest divisor of `n` in `[at_least, at_most]`, or None if there is none.
+
+    The sample-chunk policies use it so that a chunked loop needs no remainder step.
+    """
+    return next((c for c in range(min(at_most, n), at_least - 1, -1) if n % c == 0), None)
+
+
 def default_log_joint_chunk(
     num_samples: int, batch_size: int, data_size: int, backend: str | None = None
 ) -> int | None:
@@ -58,7 +66,7 @@ def default_log_joint_chunk(
     if num_samples * per_sample <= LOSS_CHUNK_ABOVE[backend]:
         return None
     fits = max(1, LOSS_CHUNK_ELEMENTS[backend] // per_sample)
-    chunk = next(c for c in range(min(fits, num_samples), 0, -1) if num_samples % c == 0)
+    chunk = _largest_divisor(num_samples, fits) or 1  # (1 divides K: never None)
     return chunk if chunk < num_samples else None
 
 

@@ -136,6 +136,11 @@ class _EpochPlan(NamedTuple):
     # state at the end, and a rerun with the guarded program when that fails.
     optimistic: bool = False
 
+    @property
+    def runs_unchecked(self) -> bool:
+        """Whether the epoch runs a `GuardedStep`'s `unchecked` form (optimistic only)."""
+        return self.optimistic and isinstance(self.train_step, GuardedStep)
+
 
 CHECKS = ("epoch", "step")
 
@@ -181,9 +186,7 @@ def _epoch_step(
         )
     if plan.preprocess is not None:
         batch = plan.preprocess(preprocess_key, batch)
-    train_step = plan.train_step
-    if plan.optimistic and isinstance(train_step, GuardedStep):
-        train_step = train_step.unchecked
+    train_step = plan.train_step.unchecked if plan.runs_unchecked else plan.train_step
     new_state, metrics = train_step(state, batch, step_key)
     metrics = _check_step_metrics(metrics)
     if plan.mesh is not None:
@@ -249,7 +252,7 @@ def _epoch(
         last = tree_select(ok, last, _not_run(shapes, ()))
         ok = ok & last["finite"]
         metrics = jax.tree.map(lambda m, x: jnp.concatenate([m, x[None]]), metrics, last)
-    if plan.optimistic and isinstance(plan.train_step, GuardedStep):
+    if plan.runs_unchecked:
         # The unchecked step tests only its loss; a non-finite gradient shows in the state
         # it leaves (a NaN or inf gradient makes Adam's, SGD's, ... update non-finite).
         ok = ok & _tree_all_finite(state)
