@@ -13,6 +13,7 @@ from vi_jax.estimators import (
     iwae_dreg,
     make_linear_gaussian,
 )
+from vi_jax.estimators.chunking import largest_divisor
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,15 @@ def test_refusals():
         chunk_log_joint(3, 2)
     with pytest.raises(ValueError, match="batch_size"):
         default_log_joint_chunk(5, 0, 784)
+
+
+def test_largest_divisor():
+    assert largest_divisor(50, 5) == 5 and largest_divisor(50, 7) == 5
+    assert largest_divisor(5000, 25) == 25 and largest_divisor(97, 96) == 1
+    assert largest_divisor(97, 96, at_least=2) is None
+    assert largest_divisor(12, 100) == 12  # at most n itself
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="`at_most`"):
+            largest_divisor(10, bad)
+    with pytest.raises(TypeError, match="`n`"):
+        largest_divisor(2.5, 2)

@@ -29,11 +29,27 @@ LOSS_CHUNK_ABOVE = {"cpu": 2**22}
 LOSS_CHUNK_ELEMENTS = {"cpu": 2**19}
 
 
-def _largest_divisor(n: int, at_most: int, at_least: int = 1) -> int | None:
+def largest_divisor(n: int, at_most: int, at_least: int = 1) -> int | None:
     """The largest divisor of `n` in `[at_least, at_most]`, or None if there is none.
 
-    The sample-chunk policies use it so that a chunked loop needs no remainder step.
+    The sample-chunk policies (`default_log_joint_chunk`, and evaluation's
+    `vi_jax.inference.default_sample_chunk`) use it so that a chunked loop needs no
+    remainder step.
+
+    Args:
+      n: the number to divide (e.g. K), >= 1.
+      at_most: the largest divisor wanted, >= 1.
+      at_least: the smallest divisor accepted, >= 1.
+
+    Returns:
+      An int `c` with `n % c == 0` and `at_least <= c <= at_most`, or None.
+
+    Raises:
+      TypeError / ValueError: if an argument is not a positive int (naming it).
     """
+    n = check_positive_int(n, "n")
+    at_most = check_positive_int(at_most, "at_most")
+    at_least = check_positive_int(at_least, "at_least")
     return next((c for c in range(min(at_most, n), at_least - 1, -1) if n % c == 0), None)
 
 
@@ -66,7 +82,7 @@ def default_log_joint_chunk(
     if num_samples * per_sample <= LOSS_CHUNK_ABOVE[backend]:
         return None
     fits = max(1, LOSS_CHUNK_ELEMENTS[backend] // per_sample)
-    chunk = _largest_divisor(num_samples, fits) or 1  # (1 divides K: never None)
+    chunk = largest_divisor(num_samples, fits) or 1  # (1 divides K: never None)
     return chunk if chunk < num_samples else None
 
 

@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from vi_jax._validation import check_finite, check_positive_float, check_positive_int, check_rank
 from vi_jax.diagnostics.latent import latent_activity
 from vi_jax.estimators import bounds
-from vi_jax.estimators.chunking import _largest_divisor
+from vi_jax.estimators.chunking import largest_divisor
 from vi_jax.estimators.importance import importance_log_marginal
 from vi_jax.training.sharding import (
     batch_sharding,
@@ -174,7 +174,7 @@ def default_sample_chunk(
     backend = backend or jax.default_backend()
     aim = EVAL_CHUNK_ELEMENTS.get(backend, EVAL_CHUNK_ELEMENTS_OTHER) // (data_chunk * data_dim)
     aim = min(max(aim, 1), num_samples)
-    chunk = _largest_divisor(num_samples, aim, at_least=(aim + 1) // 2)
+    chunk = largest_divisor(num_samples, aim, at_least=(aim + 1) // 2)
     return aim if chunk is None else chunk
 
 
