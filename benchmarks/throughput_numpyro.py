@@ -25,7 +25,10 @@ Data: the first B images of the cached MNIST test split, statically binarised (s
 when MNIST is already in the `vi_jax.data` cache; otherwise a fixed random Bernoulli(0.5)
 batch (throughput does not depend on the pixel values). Nothing is downloaded.
 
-    python -m benchmarks throughput_numpyro [--quick] [--out DIR] [--reps N]
+    python -m benchmarks throughput_numpyro [--quick] [--out DIR] [--reps N] [--cpus N]
+
+`--cpus 1` runs both legs on one core (one XLA thread): the legs' work without the
+scheduling of two threads over small ops.
 """
 
 from __future__ import annotations
@@ -503,6 +506,23 @@ COLUMNS = [
 ]
 
 
+def pin_cpus(n: int, ap: argparse.ArgumentParser) -> None:
+    """Restricts this process to its first `n` allowed CPUs; refused once JAX has started.
+
+    XLA's CPU client sizes its thread pool from the CPUs the process may run on when the
+    backend starts, so the affinity must be set before anything touches JAX.
+    """
+    import os
+    import sys
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if not 1 <= n <= len(allowed):
+        ap.error(f"--cpus must be between 1 and {len(allowed)} here, got {n}")
+    if "jax" in sys.modules:
+        ap.error("--cpus must be set before JAX starts: run this benchmark on its own")
+    os.sched_setaffinity(0, allowed[:n])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks throughput_numpyro", description=__doc__
@@ -510,7 +530,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="784-64-8 model, batch 32, K in {1, 5}")
     ap.add_argument("--out", default=None, help="output folder")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per leg and case")
+    ap.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="pin the process to this many CPUs before JAX starts (XLA sizes its thread "
+        "pool from them): separates the legs' work from how they use the threads",
+    )
     args = ap.parse_args(argv)
+    if args.cpus is not None:
+        pin_cpus(args.cpus, ap)
     from tqdm.auto import tqdm
 
     cfg = dict(QUICK if args.quick else FULL)
@@ -683,6 +712,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "numpyro_vectorize_particles": True,
         "disagree_threshold_se": DISAGREE_SE,
+        "cpus": args.cpus,
     }
     table = common.markdown_table([_table_row(c) for c in cases], COLUMNS)
     common.publish(

@@ -217,6 +217,62 @@ def handwritten_runner(x, seed: int = 0, model: str = "default"):
     return run, lambda losses: float(jnp.mean(losses))
 
 
+# ------------------------------------------------------- the data path alone: binarisation
+BINARISERS = ("jax.random.uniform < x", "vi_jax.data.dynamic_binarize")
+
+
+def binarisation_ab(x: np.ndarray, batch: int, reps: int) -> dict[str, Any]:
+    """One epoch's dynamic binarisation alone, JAX's uniforms vs the library's, interleaved.
+
+    Each leg is one jitted `lax.scan` over the epoch's steps that draws a fresh
+    `[batch, 784]` binarisation of a fixed batch per step (`fold_in` of the step) and
+    sums it (so nothing is dead code): `jax.random.uniform(k, x.shape) < x`, as the
+    hand-written trainer draws it, against `vi_jax.data.dynamic_binarize`, as the vi_jax
+    trainer does. The first call (compile) is excluded.
+
+    Returns:
+      `{"legs": {name: summary}, "paired_ratio": library / JAX, "steps": n, "batch": B}`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from vi_jax import data as vdata
+
+    x01 = jnp.asarray(x[:batch])
+    steps = len(x) // batch
+    draws = {
+        BINARISERS[0]: lambda k: (jax.random.uniform(k, x01.shape) < x01).astype(x01.dtype),
+        BINARISERS[1]: lambda k: vdata.dynamic_binarize(k, x01),
+    }
+
+    def epoch_of(draw: Any) -> Any:
+        @jax.jit
+        def epoch(key: Any) -> Any:
+            def body(total: Any, i: Any) -> tuple[Any, None]:
+                return total + draw(jax.random.fold_in(key, i)).sum(), None
+
+            return jax.lax.scan(body, jnp.zeros((), x01.dtype), jnp.arange(steps))[0]
+
+        return epoch
+
+    epochs = {name: epoch_of(draw) for name, draw in draws.items()}
+    key = jax.random.key(0)
+    for f in epochs.values():
+        common.block(f(key))
+    times: dict[str, list[float]] = {name: [] for name in epochs}
+    for r in range(reps):
+        for name in BINARISERS if r % 2 == 0 else BINARISERS[::-1]:
+            t0 = time.perf_counter()
+            common.block(epochs[name](jax.random.fold_in(key, r)))
+            times[name].append(time.perf_counter() - t0)
+    return {
+        "legs": {name: {**common.summarize(t), "times_s": t} for name, t in times.items()},
+        "paired_ratio": common.paired_ratio(times[BINARISERS[1]], times[BINARISERS[0]]),
+        "steps": steps,
+        "batch": batch,
+    }
+
+
 # ------------------------------------------------------------ (c) PyTorch examples/vae
 def torch_runner(x, seed: int = 0, model: str = "default"):
     """The PyTorch `examples/vae` loop over a DataLoader of the same in-memory tensors."""
@@ -445,6 +501,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model, x, epochs if model == "default" else iwae_epochs, torch_epochs, peak, notes
         )
         rows += r
+        ab = binarisation_ab(x, MODELS[model]["batch"], reps=3 if args.quick else 9)
+        res["binarisation"] = ab
+        legs = ab["legs"]
+        notes.append(
+            f"{model}: one epoch's dynamic binarisation alone ({ab['steps']} draws of "
+            f"[{ab['batch']}, 784]): {BINARISERS[0]} {legs[BINARISERS[0]]['median_s']:.3f} s, "
+            f"{BINARISERS[1]} {legs[BINARISERS[1]]['median_s']:.3f} s; library / JAX = "
+            f"{ab['paired_ratio']['median']:.3f} (paired median)."
+        )
         # The default model's figures at the top level (as before); the others by name.
         if model == "default":
             results.update(res)

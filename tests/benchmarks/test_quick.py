@@ -150,6 +150,27 @@ def _check_iwae_table_sane(quick_runs, capsys):
     assert capsys.readouterr().out.count("not retrained") == 2
 
 
+def test_throughput_cpus_pins_before_jax_and_refuses_after(capsys):
+    import subprocess
+    import sys
+
+    from benchmarks import throughput_numpyro
+
+    # JAX is running in this process: pinning now would not resize XLA's thread pool.
+    with pytest.raises(SystemExit):
+        throughput_numpyro.main(["--quick", "--cpus", "1"])
+    assert "before JAX starts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        throughput_numpyro.main(["--quick", "--cpus", "0"])
+    code = (
+        "import argparse, os, sys; from benchmarks.throughput_numpyro import pin_cpus; "
+        "pin_cpus(1, argparse.ArgumentParser()); "
+        "print(len(os.sched_getaffinity(0)), 'jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False"]
+
+
 def test_iwae_table_refusals(tmp_path):
     from benchmarks import iwae_table
 

@@ -61,6 +61,12 @@ def test_dynamic_binarize_vmaps_over_data_and_has_zero_gradient():
     np.testing.assert_array_equal(grad, 0.0)  # sampling passes no gradient to p
 
 
+def test_dynamic_binarize_traced_nan_gives_nan():
+    x = jnp.asarray([0.0, 0.5, np.nan, 1.0], jnp.float32)
+    out = jax.jit(dynamic_binarize)(jax.random.key(0), x)
+    assert np.isnan(out[2]) and out[0] == 0.0 and out[3] == 1.0 and out[1] in (0.0, 1.0)
+
+
 def test_dynamic_binarize_refuses_bad_input():
     key = jax.random.key(0)
     with pytest.raises(TypeError, match="`x01`.*to_unit_interval"):

@@ -1,0 +1,144 @@
+"""Uniform draws from a threefry key at half the hashes and without the rolled loop.
+
+`jax.random.uniform` on a threefry key spends one Threefry-2x32 hash per float32 it
+returns: its counter-based ("partitionable") scheme hashes one counter per element and
+XORs the hash's two output words into one. On a CPU the hash is also lowered as a rolled
+`while` loop of five four-round groups. Here each hash gives *two* float32 (its two words,
+adjacent along the last axis), and the twenty rounds are written out, so that XLA fuses
+them into one elementwise loop. The words are exactly `jax.random.key_data(
+jax.random.split(key, (*lead, ceil(D / 2))))`, JAX's own Threefry-2x32 of the row-major
+counter (tested bit for bit), so they are as random as JAX's draws; only which words
+become which element differs, so the same key does *not* give `jax.random.uniform`'s
+values. The counters are laid out like the output (one per pair of the last axis), so a
+batch sharded along a leading axis is drawn without communication, as in JAX's scheme.
+
+`python -m benchmarks training_speed` times one epoch's dynamic binarisation alone (468
+draws of `[128, 784]`, 2-core CPU): 0.286 s with `jax.random.uniform`, 0.055 s with
+`uniform` (benchmarks/README.md, "Issue 19, session 9").
+
+Other key implementations (`rbg`, `unsafe_rbg`), dtypes other than float32, and arrays
+of 2**32 or more pairs fall back to `jax.random.uniform`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from vi_jax.types import Array
+
+# Threefry-2x32, 20 rounds (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2,
+# 3"): the rotation constants of the even and odd groups of four rounds, and the key
+# schedule's parity constant.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_PARITY = np.uint32(0x1BD11BDA)
+_GROUPS = 5
+# float32 in [1, 2) from 23 random mantissa bits, minus 1: JAX's own conversion.
+_MANTISSA_SHIFT = np.uint32(32 - 23)
+_ONE_BITS = np.uint32(0x3F800000)
+_MAX_PAIRS = 2**32
+
+
+def _rotate_left(v: Array, d: int) -> Array:
+    return (v << np.uint32(d)) | (v >> np.uint32(32 - d))
+
+
+def threefry2x32(k1: Array, k2: Array, x1: Array, x2: Array) -> tuple[Array, Array]:
+    """The Threefry-2x32 hash of counters `(x1, x2)` under key words `(k1, k2)`, unrolled.
+
+    Args:
+      k1: uint32 key word (scalar, or broadcastable against the counters).
+      k2: uint32 key word.
+      x1: uint32 counters, high words.
+      x2: uint32 counters, low words (same shape as `x1`).
+
+    Returns:
+      The two uint32 output words, each of the counters' shape.
+    """
+    schedule = (k1, k2, k1 ^ k2 ^ _PARITY)
+    x1 = x1 + schedule[0]
+    x2 = x2 + schedule[1]
+    for group in range(_GROUPS):
+        for r in _ROTATIONS[group % 2]:
+            x1 = x1 + x2
+            x2 = x1 ^ _rotate_left(x2, r)
+        x1 = x1 + schedule[(group + 1) % 3]
+        x2 = x2 + schedule[(group + 2) % 3] + np.uint32(group + 1)
+    return x1, x2
+
+
+def _is_threefry(key: Array) -> bool:
+    return bool(jax.random.key_impl(key) == "threefry2x32")
+
+
+def _typed(key: Array) -> Array:
+    """A typed key; raw uint32 key data is read with JAX's default implementation."""
+    if jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def uniform_words(key: Array, shape: Sequence[int]) -> Array:
+    """`uint32 [*shape]` random words, two per Threefry-2x32 hash.
+
+    Element `[..., 2j]` and `[..., 2j + 1]` are the two words of the hash of the
+    row-major counter of pair `[..., j]` (high word 0): `key_data(split(key, (*lead, M)))`
+    with `M = ceil(D / 2)`, reshaped to `[*lead, 2 M]` and cut to `D`.
+
+    Args:
+      key: a threefry PRNG key (typed, or raw uint32 `[2]`).
+      shape: `(*lead, D)`, at least one axis, fewer than 2**32 pairs.
+
+    Returns:
+      `uint32 [*shape]`.
+    """
+    *lead, d = shape
+    pairs = (*lead, (d + 1) // 2)
+    counters = lax.iota(jnp.uint32, math.prod(pairs)).reshape(pairs)
+    data = jax.random.key_data(_typed(key))
+    w1, w2 = threefry2x32(data[..., 0], data[..., 1], jnp.zeros_like(counters), counters)
+    return jnp.stack([w1, w2], axis=-1).reshape(*lead, -1)[..., :d]
+
+
+def uniform(key: Array, shape: Sequence[int] = (), dtype: jnp.dtype = jnp.float32) -> Array:
+    """U[0, 1) draws, `shape`, `dtype`: `jax.random.uniform`'s distribution, twice the rate.
+
+    float32 from a threefry key takes the fast path (`uniform_words`: 23 random mantissa
+    bits per draw, values `k * 2**-23`, as in JAX); anything else is
+    `jax.random.uniform(key, shape, dtype)`.
+
+    Args:
+      key: PRNG key.
+      shape: output shape (static).
+      dtype: floating dtype.
+
+    Returns:
+      `[*shape]` array of `dtype` in [0, 1).
+    """
+    shape = tuple(int(s) for s in shape)
+    key = _typed(key)
+    pairs = math.prod(shape[:-1]) * ((shape[-1] + 1) // 2) if shape else 1
+    fast = jnp.dtype(dtype) == jnp.float32 and _is_threefry(key) and pairs < _MAX_PAIRS
+    if not fast:
+        return jax.random.uniform(key, shape, dtype)
+    words = uniform_words(key, shape or (1,)).reshape(shape)
+    return lax.bitcast_convert_type((words >> _MANTISSA_SHIFT) | _ONE_BITS, jnp.float32) - 1.0
+
+
+def bernoulli(key: Array, p: Array) -> Array:
+    """`uniform(key, p.shape, p.dtype) < p`: Bernoulli(p) draws as booleans, `p`'s shape.
+
+    Args:
+      key: PRNG key.
+      p: floating probabilities.
+
+    Returns:
+      bool `[*p.shape]` (False where p is NaN: callers that must propagate NaN select it).
+    """
+    p = jnp.asarray(p)
+    return uniform(key, p.shape, p.dtype) < p
