@@ -12,6 +12,10 @@ KL, the posterior mean). Legs:
 - `vi_jax`: `evaluate_model(key, params, vae_view(graphdef, rest), x, ...)`;
 - `vi_jax (sample_chunk 500)`: the same program at the fixed `sample_chunk` = 500 that was
   the default before issue 19's session 7: the A/B of the backend-sized chunk;
+- `vi_jax (jax.random.normal noise)`: the same program with q a plain
+  `distrax.MultivariateNormalDiag` (noise from `jax.random.normal`) instead of the library's
+  `vi_jax.families.MultivariateNormalDiag` (noise from `vi_jax._prng.normal`): the A/B of
+  the library's draws;
 - `hand-written (jax.nn.softplus)`: plain jnp, Bernoulli `x*l - jax.nn.softplus(l)`;
 - `hand-written (max+log1p)`: the same with NumPyro's `max(l, 0) + log1p(exp(-|l|))`
   softplus: the A/B of the likelihood's softplus form on a forward-only workload;
@@ -58,6 +62,19 @@ FORMS = (*SOFTPLUS, ROW_FORM)
 # The fixed sample chunk `evaluate_model` used before it sized its chunk to the backend.
 PREVIOUS_CHUNK = 500
 PREVIOUS = f"vi_jax (sample_chunk {PREVIOUS_CHUNK})"
+JAX_NOISE = "vi_jax (jax.random.normal noise)"
+
+
+def jax_noise_view(view: Callable[..., Any]) -> Callable[..., Any]:
+    """`view` with its posterior rebuilt as a plain `distrax.MultivariateNormalDiag`."""
+    import distrax
+
+    def model_fn(params: Any, x: Any) -> Any:
+        v = view(params, x)
+        q = v.posterior
+        return v._replace(posterior=distrax.MultivariateNormalDiag(q.loc, q.scale_diag))
+
+    return model_fn
 
 
 def load_images(n: int, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -212,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # end-to-end call, compilation included, is reported separately).
     vi_run = ev._chunk_fn(view, k, sc, 1)
     prev_run = ev._chunk_fn(view, k, sc_prev, 1)
+    noise_run = ev._chunk_fn(jax_noise_view(view), k, sc, 1)
     legs: dict[str, Callable[[int], Any]] = {}
     bodies: dict[str, Any] = {}
     chunk_programs: dict[str, Any] = {"vi_jax": (vi_run, params)}
@@ -230,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     legs["vi_jax"] = lambda i: chunked(vi_run, params, i)
     legs[PREVIOUS] = lambda i: chunked(prev_run, params, i)
     chunk_programs[PREVIOUS] = (prev_run, params)
+    legs[JAX_NOISE] = lambda i: chunked(noise_run, params, i)
+    chunk_programs[JAX_NOISE] = (noise_run, params)
     for form in FORMS:
         run, body = handwritten_chunk_fn(plain, k, sc, form)
         name = f"hand-written ({form})"
@@ -327,6 +347,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     results["chunk_ab_time_ratio"] = common.paired_ratio(times["vi_jax"], times[PREVIOUS])
     chunk_ab = results["chunk_ab_time_ratio"]
+    results["noise_ab_time_ratio"] = common.paired_ratio(times["vi_jax"], times[JAX_NOISE])
+    noise_ab = results["noise_ab_time_ratio"]
     notes = [
         f"vi_jax time / hand-written (jax.nn.softplus) time = {vj / ref:.3f} (paired median "
         f"{results['paired_time_ratio']['median']:.3f}, IQR "
@@ -342,6 +364,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"Sample chunk A/B: vi_jax at sample_chunk {sc} / at {sc_prev} (the fixed default "
         f"before) time = {chunk_ab['median']:.3f} (paired median, IQR "
         f"{chunk_ab['q25']:.3f}-{chunk_ab['q75']:.3f}).",
+        "Noise A/B: vi_jax (vi_jax._prng.normal) / vi_jax (jax.random.normal) time = "
+        f"{noise_ab['median']:.3f} (paired median, IQR {noise_ab['q25']:.3f}-"
+        f"{noise_ab['q75']:.3f}).",
         f"FLOPs per repetition {flops_per_rep / 1e12:.3g} TFLOP ({n} images, K={k}); peak = "
         f"{peak['n']}x{peak['n']} float32 matmul in this process, "
         f"{peak['flops_per_s'] / 1e9:.0f} GFLOP/s.",

@@ -5,7 +5,8 @@ softplus scale, 20-400-784 decoder giving Bernoulli logits, standard-normal prio
 written once as pure functions of a plain parameter dict that both legs share:
 
 - vi_jax: `-mean(estimator(key, log_joint, q, K))` with `elbo_pathwise` / `iwae_pathwise`
-  and `q = distrax.MultivariateNormalDiag(loc, scale)`;
+  and `q = vi_jax.families.MultivariateNormalDiag(loc, scale)` (the encoders' q: distrax's
+  diagonal Gaussian with its noise from `vi_jax._prng.normal`);
 - NumPyro: `Trace_ELBO(num_particles=K)` / `RenyiELBO(alpha=0, num_particles=K)` (IWAE)
   on a `model`/`guide` pair that closes over the same parameters, divided by the batch
   size so that both values are per-example means;
@@ -143,6 +144,8 @@ def decode(params: Params, z: Any) -> Any:
 # ---------------------------------------------------------------------- the two legs
 # The vi_jax leg without the sample chunking, timed beside it where chunking applies.
 UNCHUNKED = "vi_jax (all K at once)"
+# The A/B leg of the library's Gaussian draws: q a plain distrax.MultivariateNormalDiag.
+JAX_NOISE = "vi_jax (jax.random.normal noise)"
 
 
 def chunk_of(num_samples: int, batch: int, data_dim: int) -> int | None:
@@ -152,7 +155,9 @@ def chunk_of(num_samples: int, batch: int, data_dim: int) -> int | None:
     return default_log_joint_chunk(num_samples, batch, data_dim)
 
 
-def make_vi_jax_step(objective: str, num_samples: int, chunk: int | str | None = "auto") -> Step:
+def make_vi_jax_step(
+    objective: str, num_samples: int, chunk: int | str | None = "auto", noise: str = "library"
+) -> Step:
     """`jit(value_and_grad(loss))(params, x, key_data)` with the vi_jax pathwise estimators.
 
     The decoder is the library's own `BernoulliDecoder(MLP(...))`, as `make_mlp_vae`
@@ -169,6 +174,8 @@ def make_vi_jax_step(objective: str, num_samples: int, chunk: int | str | None =
       num_samples: K.
       chunk: `"auto"` (`chunk_of`, the library's default), a chunk size, or None for the
         log joint on all K samples at once (the A/B leg).
+      noise: `"library"` (q is `vi_jax.families.MultivariateNormalDiag`) or `"jax"` (a
+        plain `distrax.MultivariateNormalDiag`, noise from `jax.random.normal`: the A/B leg).
 
     Returns:
       A jitted function `(params, x [B, D], key_data uint32 [2]) -> (loss, grads)`, loss = minus the
@@ -181,6 +188,7 @@ def make_vi_jax_step(objective: str, num_samples: int, chunk: int | str | None =
 
     from vi_jax.estimators import chunk_log_joint
     from vi_jax.estimators.gradients import elbo_pathwise, iwae_pathwise
+    from vi_jax.families import MultivariateNormalDiag
     from vi_jax.models import (
         MLP,
         BernoulliDecoder,
@@ -190,6 +198,7 @@ def make_vi_jax_step(objective: str, num_samples: int, chunk: int | str | None =
     )
 
     estimator = {"elbo": elbo_pathwise, "iwae": iwae_pathwise}[objective]
+    gaussian = {"library": MultivariateNormalDiag, "jax": distrax.MultivariateNormalDiag}[noise]
     decoders: dict[tuple[int, int, int], Any] = {}
 
     def library_decoder(params: Params) -> Any:
@@ -215,7 +224,7 @@ def make_vi_jax_step(objective: str, num_samples: int, chunk: int | str | None =
     def loss(params: Params, x: Any, key_data: Any) -> Any:
         key = jax.random.wrap_key_data(key_data, impl=KEY_IMPL)
         loc, scale = encode(params, x)
-        q = distrax.MultivariateNormalDiag(loc, scale)
+        q = gaussian(loc, scale)
         prior = StandardNormalPrior(loc.shape[-1])()
         decoder = library_decoder(params)
 
@@ -575,7 +584,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --quick forces a chunk (its sizes are below the default's threshold) to test the path.
     forced = cfg.get("sample_chunks", {})
     chunks = {k: forced.get(k, chunk_of(k, cfg["batch"], cfg["data_dim"])) for k in cfg["ks"]}
-    total = sum(len(legs) + (chunks[k] is not None) for _, k in grid) * cfg["reps"]
+    total = sum(len(legs) + 1 + (chunks[k] is not None) for _, k in grid) * cfg["reps"]
     with tqdm(total=total, desc=NAME, disable=None) as bar:
         for i, (objective, k) in enumerate(grid):
             bar.set_postfix_str(f"{objective} K={k}")
@@ -583,6 +592,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if chunks[k] is not None:  # the A/B of the chunking, side by side
                 steps["vi_jax"] = make_vi_jax_step(objective, k, chunk=chunks[k])
                 steps[UNCHUNKED] = make_vi_jax_step(objective, k, chunk=None)
+            steps[JAX_NOISE] = make_vi_jax_step(objective, k, chunk=chunks[k], noise="jax")
             case = {"objective": objective, "K": k}
             case.update(
                 measure_case(
@@ -607,6 +617,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 r["flops_per_eval_analysed"] = r["flops_per_eval"]
                 r["flops_per_eval"] = whole["flops_per_eval"]
                 r["achieved_flops_per_s"] = r["flops_per_eval"] / r["median_s"]
+            case["noise_ab_time_ratio"] = common.paired_ratio(
+                case["vi_jax"]["times_s"], case[JAX_NOISE]["times_s"]
+            )
             if "numpyro" in case:
                 compare(case)
             cases.append(case)
@@ -674,6 +687,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "Sample chunking A/B (vi_jax time / the same leg with the log joint on all K "
             f"samples at once, paired median [IQR]): {each}."
         )
+    each = ", ".join(
+        f"{c['objective']} K={c['K']}: {c['noise_ab_time_ratio']['median']:.3f} "
+        f"[{c['noise_ab_time_ratio']['q25']:.3f}-{c['noise_ab_time_ratio']['q75']:.3f}]"
+        for c in cases
+    )
+    notes.append(
+        "Gaussian-noise A/B (vi_jax time / the same leg with q a plain "
+        "distrax.MultivariateNormalDiag, noise from jax.random.normal; paired median [IQR]): "
+        f"{each}."
+    )
     notes += [
         "evals/s = 1 / median per-call time over the timed repetitions (one repetition = "
         "`calls/rep` back-to-back calls, then block_until_ready); the paired ratio IQR is "

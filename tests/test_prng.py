@@ -93,3 +93,54 @@ def test_bernoulli_is_uniform_below_p():
     key = jax.random.key(9)
     p = jnp.linspace(0.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4)
     np.testing.assert_array_equal(_prng.bernoulli(key, p), _prng.uniform(key, (3, 4)) < p)
+
+
+@pytest.mark.parametrize("shape", [(40, 9), (3, 5, 7), (6,), (1,)])
+def test_normal_is_jax_transform_of_flat_threefry_words(shape):
+    # sqrt(2) erfinv(u), u from JAX's Threefry-2x32 of one counter per pair of the
+    # flattened output, mapped onto (-1, 1) as jax.random.normal maps its own.
+    key = jax.random.key(3)
+    n = int(np.prod(shape))
+    words = np.asarray(jax.random.key_data(jax.random.split(key, (n + 1) // 2)))
+    words = words.reshape(-1)[:n].reshape(shape)
+    u = (((words >> 9) | np.uint32(0x3F800000)).view(np.float32) - np.float32(1)).astype(np.float32)
+    lo = np.nextafter(np.float32(-1), np.float32(0))
+    expected = np.sqrt(2.0).astype(np.float32) * jax.scipy.special.erfinv(
+        np.maximum(lo, u * (np.float32(1) - lo) + lo)
+    )
+    got = jax.jit(_prng.normal, static_argnums=1)(key, shape)
+    assert got.dtype == jnp.float32 and got.shape == shape
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_normal_moments_tails_and_independence():
+    # N(0, 1): the first four moments, the tail mass beyond 2 and 3 sd, the correlation of
+    # the two words of one hash, each within 4 standard errors; all finite (u = -1 is
+    # clipped, as in JAX).
+    draws = np.asarray(_prng.normal(jax.random.key(8), (2000, 500)), np.float64)
+    n = draws.size
+    assert np.isfinite(draws).all()
+    assert abs(draws.mean()) < 4 * np.sqrt(1 / n)
+    assert abs(draws.var() - 1) < 4 * np.sqrt(2 / n)
+    assert abs(np.mean(draws**3)) < 4 * np.sqrt(15 / n)
+    assert abs(np.mean(draws**4) - 3) < 4 * np.sqrt(96 / n)
+    for c, p in ((2.0, 0.0455003), (3.0, 0.0026998)):
+        frac = np.mean(np.abs(draws) > c)
+        assert abs(frac - p) < 4 * np.sqrt(p * (1 - p) / n)
+    assert abs(np.mean(draws[:, 0::2] * draws[:, 1::2])) < 4 * np.sqrt(1 / (n / 2))
+
+
+def test_normal_falls_back_to_jax_elsewhere():
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(
+        _prng.normal(key, (5, 3), jnp.bfloat16), jax.random.normal(key, (5, 3), jnp.bfloat16)
+    )
+    rbg = jax.random.key(4, impl="rbg")
+    np.testing.assert_array_equal(
+        _prng.normal(rbg, (5, 3)), jax.random.normal(rbg, (5, 3), jnp.float32)
+    )
+    if jax.config.jax_enable_x64:
+        np.testing.assert_array_equal(
+            _prng.normal(key, (5, 3), jnp.float64), jax.random.normal(key, (5, 3), jnp.float64)
+        )
+    assert _prng.normal(key, ()).shape == ()

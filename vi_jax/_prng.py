@@ -1,4 +1,4 @@
-"""Uniform draws from a threefry key at half the hashes and without the rolled loop.
+"""Uniform and normal draws from a threefry key at half the hashes, without the rolled loop.
 
 `jax.random.uniform` on a threefry key spends one Threefry-2x32 hash per float32 it
 returns: its counter-based ("partitionable") scheme hashes one counter per element and
@@ -14,10 +14,13 @@ batch sharded along a leading axis is drawn without communication, as in JAX's s
 
 `python -m benchmarks training_speed` times one epoch's dynamic binarisation alone (468
 draws of `[128, 784]`, 2-core CPU): 0.286 s with `jax.random.uniform`, 0.055 s with
-`uniform` (benchmarks/README.md, "Issue 19, session 9").
+`uniform` (benchmarks/README.md, "Issue 19, session 9"). `normal` (`jax.random.normal`'s
+`sqrt(2) erfinv(u)`) takes its words in the flattened output's order instead (see
+`_flat_words`); `python -m benchmarks evaluation` times it in K = 5000 evaluation against
+`jax.random.normal` ("Issue 19, session 10").
 
 Other key implementations (`rbg`, `unsafe_rbg`), dtypes other than float32, and arrays
-of 2**32 or more pairs fall back to `jax.random.uniform`.
+of 2**32 or more pairs fall back to `jax.random.uniform` (`jax.random.normal`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ _GROUPS = 5
 _MANTISSA_SHIFT = np.uint32(32 - 23)
 _ONE_BITS = np.uint32(0x3F800000)
 _MAX_PAIRS = 2**32
+# jax.random.normal's uniform on (-1, 1): lowest level clipped to the float after -1.
+_NORMAL_LO = np.nextafter(np.float32(-1.0), np.float32(0.0), dtype=np.float32)
+_SQRT2 = np.float32(np.sqrt(2.0))
 
 
 def _rotate_left(v: Array, d: int) -> Array:
@@ -122,12 +128,59 @@ def uniform(key: Array, shape: Sequence[int] = (), dtype: jnp.dtype = jnp.float3
     """
     shape = tuple(int(s) for s in shape)
     key = _typed(key)
-    pairs = math.prod(shape[:-1]) * ((shape[-1] + 1) // 2) if shape else 1
-    fast = jnp.dtype(dtype) == jnp.float32 and _is_threefry(key) and pairs < _MAX_PAIRS
-    if not fast:
+    if not _fast(key, shape, dtype):
         return jax.random.uniform(key, shape, dtype)
-    words = uniform_words(key, shape or (1,)).reshape(shape)
+    return _unit_floats(uniform_words(key, shape or (1,)).reshape(shape))
+
+
+def _fast(key: Array, shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
+    pairs = math.prod(shape[:-1]) * ((shape[-1] + 1) // 2) if shape else 1
+    return jnp.dtype(dtype) == jnp.float32 and _is_threefry(key) and pairs < _MAX_PAIRS
+
+
+def _unit_floats(words: Array) -> Array:
+    # float32 in [1, 2) from the 23 high bits as mantissa, minus 1: JAX's own conversion.
     return lax.bitcast_convert_type((words >> _MANTISSA_SHIFT) | _ONE_BITS, jnp.float32) - 1.0
+
+
+def _flat_words(key: Array, n: int) -> Array:
+    # `normal`'s words: element 2j, 2j + 1 of the flattened output are the words of counter
+    # j. Its erf_inv runs on this flat vector, reshaped only at the end: on a CPU, over
+    # a short last axis (a latent width of 20) the same arithmetic in the row layout of
+    # `uniform_words` ran 5x slower, while for binarisation's [128, 784] the flat layout
+    # made `uniform` 7x slower (benchmarks/README.md, "Issue 19, session 10").
+    counters = lax.iota(jnp.uint32, (n + 1) // 2)
+    data = jax.random.key_data(_typed(key))
+    w1, w2 = threefry2x32(data[..., 0], data[..., 1], jnp.zeros_like(counters), counters)
+    words = jnp.stack([w1, w2], axis=-1).reshape(-1)
+    return words[:n] if n % 2 else words
+
+
+def normal(key: Array, shape: Sequence[int] = (), dtype: jnp.dtype = jnp.float32) -> Array:
+    """N(0, 1) draws, `shape`, `dtype`: `jax.random.normal`'s transform of `uniform`.
+
+    `sqrt(2) erfinv(u)` with u uniform on (-1, 1) as JAX builds it (the same 2**23
+    levels, the lowest clipped to the float after -1). The uniforms come from the same
+    hash as `uniform`'s, with the counters over the flattened output: elements `2j` and
+    `2j + 1` (row-major) are the words of `key_data(split(key, ceil(N / 2)))[j]`. The
+    same distribution as `jax.random.normal`, not the same values for a key. Other dtypes
+    and key kinds are `jax.random.normal(key, shape, dtype)`.
+
+    Args:
+      key: PRNG key.
+      shape: output shape (static).
+      dtype: floating dtype.
+
+    Returns:
+      `[*shape]` array of `dtype`.
+    """
+    shape = tuple(int(s) for s in shape)
+    key = _typed(key)
+    if not _fast(key, shape, dtype):
+        return jax.random.normal(key, shape, dtype)
+    u = _unit_floats(_flat_words(key, math.prod(shape)))
+    u = lax.max(_NORMAL_LO, u * (np.float32(1.0) - _NORMAL_LO) + _NORMAL_LO)
+    return (_SQRT2 * lax.erf_inv(u)).reshape(shape)
 
 
 def bernoulli(key: Array, p: Array) -> Array:

@@ -87,6 +87,12 @@ def _check_throughput_numpyro_sane(quick_runs):
     # near 0 give about 784 log 2 ~ 543 nats, plus a small KL.
     upper = 784 * math.log(2) + 50
     for c in cases.values():
+        # The noise A/B leg ran beside the library's and computes the same bound.
+        noise = c["vi_jax (jax.random.normal noise)"]
+        se = math.hypot(noise["loss_se"], c["vi_jax"]["loss_se"])
+        assert abs(noise["loss_mean"] - c["vi_jax"]["loss_mean"]) < 5 * se, c
+        ab = c["noise_ab_time_ratio"]
+        assert 0 < ab["q25"] <= ab["median"] <= ab["q75"]
         for leg in legs:
             r = c[leg]
             assert r["evals_per_s"] > 0 and r["first_call_s"] > 0
@@ -237,6 +243,7 @@ def _check_evaluation_sane(quick_runs):
     assert set(legs) == {
         "vi_jax",
         "vi_jax (sample_chunk 500)",
+        "vi_jax (jax.random.normal noise)",
         "hand-written (jax.nn.softplus)",
         "hand-written (max+log1p)",
         "hand-written (row log-lik)",
@@ -250,7 +257,7 @@ def _check_evaluation_sane(quick_runs):
         assert 0 < leg["fraction_of_dot_ceiling"] < 5
     assert res["dot_ceiling"]["num_dots"] >= 2 and res["dots_only_rep_s"] > 0
     assert res["ratio_vi_jax_over_handwritten_time"] > 0
-    for name in ("row_loglik_ab_time_ratio", "chunk_ab_time_ratio"):
+    for name in ("row_loglik_ab_time_ratio", "chunk_ab_time_ratio", "noise_ab_time_ratio"):
         ab = res[name]
         assert 0 < ab["q25"] <= ab["median"] <= ab["q75"]
 

@@ -5,7 +5,8 @@ Example::
     family = make_family("iaf", latent_dim=2, flow_steps=2, flow_hidden=32)
     q = family(params)            # params [*batch, family.param_size] -> batch [*batch]
 
-Gaussian families (`DiagonalGaussian`, `FullCovarianceGaussian`, `LowRankGaussian`) and
+Gaussian families (`DiagonalGaussian`, whose q is `MultivariateNormalDiag`: distrax's, with
+its noise drawn by `vi_jax._prng`; `FullCovarianceGaussian`, `LowRankGaussian`) and
 normalising flows (`IAF`, `RealNVP`, `SplineFlow`: z = loc + scale * T(eps; context)).
 Every continuous q is reparameterised and gives `sample_and_log_prob` in one pass, so
 every estimator in `vi_jax.estimators` takes it unchanged. Discrete families
@@ -24,6 +25,7 @@ from vi_jax.families.diagonal import DiagonalGaussian
 from vi_jax.families.full_covariance import FullCovarianceGaussian
 from vi_jax.families.iaf import IAF, MADE, MaskedLinear
 from vi_jax.families.low_rank import LowRankGaussian, LowRankMultivariateNormal
+from vi_jax.families.normal import MultivariateNormalDiag
 from vi_jax.families.realnvp import RealNVP
 from vi_jax.families.spline import SplineFlow
 
@@ -95,6 +97,7 @@ __all__ = [
     "LowRankGaussian",
     "LowRankMultivariateNormal",
     "MaskedLinear",
+    "MultivariateNormalDiag",
     "RealNVP",
     "SplineFlow",
     "factorised_bernoulli",

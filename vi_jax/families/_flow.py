@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vi_jax import _prng
 from vi_jax.families._base import (
     DEFAULT_MIN_SCALE,
     Family,
@@ -118,7 +119,7 @@ class FlowDistribution(distrax.Distribution):
         return y.reshape(x.shape), logdet.reshape(lead)
 
     def _sample_n_and_log_prob(self, key: Array, n: int) -> tuple[Array, Array]:
-        eps = jax.random.normal(key, (n, *self.loc.shape), self.loc.dtype)
+        eps = _prng.normal(key, (n, *self.loc.shape), self.loc.dtype)
         u, logdet = self._apply("transform", eps)
         z = self.loc + self.scale * u
         log_q = std_normal_log_prob(eps) - logdet - jnp.sum(jnp.log(self.scale), -1)

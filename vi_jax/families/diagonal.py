@@ -13,11 +13,12 @@ from vi_jax.families._base import (
     inverse_positive,
     positive,
 )
+from vi_jax.families.normal import MultivariateNormalDiag
 from vi_jax.types import Array
 
 
 class DiagonalGaussian(Family):
-    """params `[*batch, 2 D]` = (loc, raw scale) -> `distrax.MultivariateNormalDiag`.
+    """params `[*batch, 2 D]` = (loc, raw scale) -> `MultivariateNormalDiag` (`normal.py`).
 
     The scale is `softplus(raw) + min_scale`. Cost per sample: O(D).
     """
@@ -35,11 +36,11 @@ class DiagonalGaussian(Family):
         self.min_scale = float(min_scale)
         self.param_size = 2 * self.latent_dim
 
-    def __call__(self, params: Array) -> distrax.MultivariateNormalDiag:
+    def __call__(self, params: Array) -> MultivariateNormalDiag:
         """Q for `params [*batch, 2 D]`: batch `[*batch]`, event `[D]`."""
         params = check_params(params, self.param_size, self.name)
         loc, raw = jnp.split(params, 2, axis=-1)
-        return distrax.MultivariateNormalDiag(loc, positive(raw, self.min_scale))
+        return MultivariateNormalDiag(loc, positive(raw, self.min_scale))
 
     def init_params(self, loc: Array, scale: Array) -> Array:
         """`[B, 2 D]` giving exactly N(loc, diag(scale^2))."""

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vi_jax import _prng
 from vi_jax.families._base import (
     DEFAULT_MIN_SCALE,
     Family,
@@ -71,8 +72,8 @@ class LowRankMultivariateNormal(distrax.Distribution):
 
     def _sample_n(self, key: Array, n: int) -> Array:
         k1, k2 = jax.random.split(key)
-        e1 = jax.random.normal(k1, (n, *self.loc.shape), self.loc.dtype)
-        e2 = jax.random.normal(k2, (n, *self.batch_shape, self.rank), self.loc.dtype)
+        e1 = _prng.normal(k1, (n, *self.loc.shape), self.loc.dtype)
+        e2 = _prng.normal(k2, (n, *self.batch_shape, self.rank), self.loc.dtype)
         return self.loc + self.diag * e1 + jnp.einsum("...dr,n...r->n...d", self.factor, e2)
 
     def _inner(self) -> tuple[Array, Array]:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vi_jax._validation import check_positive_float
-from vi_jax.families import FLOW_FAMILIES, Family, make_family
+from vi_jax.families import FLOW_FAMILIES, Family, MultivariateNormalDiag, make_family
 from vi_jax.models.networks import MLP, check_width
 from vi_jax.types import Array
 
@@ -52,6 +52,9 @@ def inverse_softplus_scale(scale: float, min_scale: float = DEFAULT_MIN_SCALE) -
 
 class GaussianEncoder(nnx.Module):
     """q(z | x) = MultivariateNormalDiag(loc(x), scale(x)), amortised by a network.
+
+    q is `vi_jax.families.MultivariateNormalDiag` (a `distrax.MultivariateNormalDiag`
+    whose noise comes from `vi_jax._prng`).
 
     The network maps `x [*batch, data]` to `[*batch, 2 * latent]`; the first half is
     the mean, the second half the raw scale, made positive by `softplus_scale`.
@@ -119,17 +122,15 @@ class GaussianEncoder(nnx.Module):
         loc, raw = jnp.split(out, 2, axis=-1)
         return loc, softplus_scale(raw, self.min_scale)
 
-    def __call__(self, x: Array) -> distrax.MultivariateNormalDiag:
+    def __call__(self, x: Array) -> MultivariateNormalDiag:
         """q(z | x): batch `[*batch]`, event `[latent]`, for x `[*batch, data]`."""
         loc, scale = self.loc_scale(x)
-        return distrax.MultivariateNormalDiag(loc, scale)
+        return MultivariateNormalDiag(loc, scale)
 
-    def distribution_and_params(
-        self, x: Array
-    ) -> tuple[distrax.MultivariateNormalDiag, Array, Array]:
+    def distribution_and_params(self, x: Array) -> tuple[MultivariateNormalDiag, Array, Array]:
         """`(q, loc, scale)`: the distribution and its parameters `[*batch, latent]`."""
         loc, scale = self.loc_scale(x)
-        return distrax.MultivariateNormalDiag(loc, scale), loc, scale
+        return MultivariateNormalDiag(loc, scale), loc, scale
 
 
 class FamilyEncoder(nnx.Module):

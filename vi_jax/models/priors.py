@@ -13,6 +13,7 @@ from flax import nnx
 
 from vi_jax._validation import check_positive_float
 from vi_jax.estimators import kl as _kl
+from vi_jax.families import MultivariateNormalDiag
 from vi_jax.models.encoders import inverse_softplus_scale, softplus_scale
 from vi_jax.models.networks import as_rngs, check_width
 
@@ -28,10 +29,10 @@ class StandardNormalPrior(nnx.Module):
         """Args: latent_dim: D >= 1."""
         self.latent_dim = check_width(latent_dim, "latent_dim")
 
-    def __call__(self) -> distrax.MultivariateNormalDiag:
+    def __call__(self) -> MultivariateNormalDiag:
         """The distribution: batch `[]`, event `[latent]`."""
         zeros = jnp.zeros((self.latent_dim,))
-        return distrax.MultivariateNormalDiag(zeros, jnp.ones_like(zeros))
+        return MultivariateNormalDiag(zeros, jnp.ones_like(zeros))
 
 
 class LaplacePrior(nnx.Module):

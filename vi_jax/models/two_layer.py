@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vi_jax import _prng
 from vi_jax._validation import check_callable, check_choice
 from vi_jax.models.encoders import DEFAULT_MIN_SCALE, GaussianEncoder
 from vi_jax.models.likelihoods import BernoulliDecoder, GaussianDecoder
@@ -109,9 +110,9 @@ class TwoLevelGaussian(distrax.Distribution):
     def _sample_n(self, key: Array, n: int) -> Array:
         k_root, k_child = jax.random.split(key)
         shape = (n, *self._root_loc.shape)
-        root = self._root_loc + self._root_scale * jax.random.normal(k_root, shape, self.dtype)
+        root = self._root_loc + self._root_scale * _prng.normal(k_root, shape, self.dtype)
         loc, scale = self._conditional(root)
-        child = loc + scale * jax.random.normal(k_child, jnp.shape(loc), self.dtype)
+        child = loc + scale * _prng.normal(k_child, jnp.shape(loc), self.dtype)
         return self._join(root, child)
 
     def log_prob(self, value: Array) -> Array:

@@ -1,0 +1,57 @@
+"""`MultivariateNormalDiag`: distrax's diagonal Gaussian, drawing its noise at twice the rate.
+
+Every diagonal-Gaussian q of the library (`GaussianEncoder`, `DiagonalGaussian`, mean-field
+SVI) is this class. It *is* a `distrax.MultivariateNormalDiag` (a subclass: `isinstance`
+checks, the KL registry, `log_prob`, `entropy`, pytree flattening are distrax's); only
+the draws differ: `z = loc + scale * eps` with `eps = vi_jax._prng.normal(key, ...)`, JAX's
+own transform `sqrt(2) erfinv(u)` of uniforms taken two per Threefry-2x32 hash, with the
+rounds unrolled (fused into one elementwise loop on a CPU instead of JAX's rolled hash
+loop). Same distribution as distrax's draws, not the same values for a key.
+`python -m benchmarks evaluation` times the K = 5000 evaluation with these draws against
+the same program with `jax.random.normal`'s (benchmarks/README.md, "Issue 19, session 10").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import distrax
+import jax.numpy as jnp
+
+from vi_jax import _prng
+from vi_jax.types import Array
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class MultivariateNormalDiag(distrax.MultivariateNormalDiag):
+    """N(loc, diag(scale_diag^2)): batch `[*batch]`, event `[D]`; draws from `_prng.normal`.
+
+    Constructed like `distrax.MultivariateNormalDiag(loc, scale_diag)`; `sample` and
+    `sample_and_log_prob` give `[*sample_shape, *batch, D]` and `[*sample_shape, *batch]`.
+    """
+
+    def _noise(self, key: Array, n: int) -> Array:
+        return _prng.normal(key, (n, *self.batch_shape, *self.event_shape), self.dtype)
+
+    def _sample_n(self, key: Array, n: int) -> Array:
+        return self._loc + self._scale_diag * self._noise(key, n)
+
+    def _sample_n_and_log_prob(self, key: Array, n: int) -> tuple[Array, Array]:
+        # log q(loc + scale eps) = log N(eps; 0, I) - sum(log scale): distrax's value, from
+        # the noise (no division by the scale).
+        eps = self._noise(key, n)
+        z = self._loc + self._scale_diag * eps
+        dim = self.event_shape[-1]
+        log_prob = (
+            -0.5 * jnp.sum(jnp.square(eps), axis=-1)
+            - jnp.sum(jnp.log(self.scale_diag), axis=-1)
+            - jnp.asarray(dim * _HALF_LOG_2PI, eps.dtype)
+        )
+        return z, log_prob
+
+    def __getitem__(self, index: Any) -> MultivariateNormalDiag:
+        """The batch slice `index` (distrax's indexing), still of this class."""
+        part = super().__getitem__(index)
+        return MultivariateNormalDiag(part.loc, part.scale_diag)
