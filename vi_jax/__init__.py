@@ -2,8 +2,8 @@
 
 `import vi_jax as vj` gives the names a user composes with, one per concept; everything
 else (building blocks, result types, teaching tables, internals) stays in its layer:
-`vj.estimators`, `vj.diagnostics`, `vj.inference`, `vj.models`, `vj.training`, `vj.data`,
-and the contracts in `vj.types`. docs/ARCHITECTURE.md describes the layers.
+`vj.estimators`, `vj.diagnostics`, `vj.families`, `vj.inference`, `vj.models`, `vj.training`,
+`vj.data`, and the contracts in `vj.types`. docs/ARCHITECTURE.md describes the layers.
 """
 
 from vi_jax import data as data
@@ -101,6 +101,7 @@ __all__ = [
     "data",
     "diagnostics",
     "estimators",
+    "families",
     "inference",
     "models",
     "training",
