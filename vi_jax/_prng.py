@@ -106,9 +106,14 @@ def uniform_words(key: Array, shape: Sequence[int]) -> Array:
     *lead, d = shape
     pairs = (*lead, (d + 1) // 2)
     counters = lax.iota(jnp.uint32, math.prod(pairs)).reshape(pairs)
+    return _pair_words(key, counters).reshape(*lead, -1)[..., :d]
+
+
+def _pair_words(key: Array, counters: Array) -> Array:
+    # uint32 [*counters.shape, 2]: the two words of the hash of each counter (high word 0).
     data = jax.random.key_data(_typed(key))
     w1, w2 = threefry2x32(data[..., 0], data[..., 1], jnp.zeros_like(counters), counters)
-    return jnp.stack([w1, w2], axis=-1).reshape(*lead, -1)[..., :d]
+    return jnp.stack([w1, w2], axis=-1)
 
 
 def uniform(key: Array, shape: Sequence[int] = (), dtype: jnp.dtype = jnp.float32) -> Array:
@@ -128,13 +133,14 @@ def uniform(key: Array, shape: Sequence[int] = (), dtype: jnp.dtype = jnp.float3
     """
     shape = tuple(int(s) for s in shape)
     key = _typed(key)
-    if not _fast(key, shape, dtype):
+    pairs = math.prod(shape[:-1]) * ((shape[-1] + 1) // 2) if shape else 1
+    if not _fast(key, pairs, dtype):
         return jax.random.uniform(key, shape, dtype)
     return _unit_floats(uniform_words(key, shape or (1,)).reshape(shape))
 
 
-def _fast(key: Array, shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
-    pairs = math.prod(shape[:-1]) * ((shape[-1] + 1) // 2) if shape else 1
+def _fast(key: Array, pairs: int, dtype: jnp.dtype) -> bool:
+    # `pairs`: the number of hashes the caller's layout needs (counters are uint32).
     return jnp.dtype(dtype) == jnp.float32 and _is_threefry(key) and pairs < _MAX_PAIRS
 
 
@@ -149,10 +155,7 @@ def _flat_words(key: Array, n: int) -> Array:
     # a short last axis (a latent width of 20) the same arithmetic in the row layout of
     # `uniform_words` ran 5x slower, while for binarisation's [128, 784] the flat layout
     # made `uniform` 7x slower (benchmarks/README.md, "Issue 19, session 10").
-    counters = lax.iota(jnp.uint32, (n + 1) // 2)
-    data = jax.random.key_data(_typed(key))
-    w1, w2 = threefry2x32(data[..., 0], data[..., 1], jnp.zeros_like(counters), counters)
-    words = jnp.stack([w1, w2], axis=-1).reshape(-1)
+    words = _pair_words(key, lax.iota(jnp.uint32, (n + 1) // 2)).reshape(-1)
     return words[:n] if n % 2 else words
 
 
@@ -176,9 +179,10 @@ def normal(key: Array, shape: Sequence[int] = (), dtype: jnp.dtype = jnp.float32
     """
     shape = tuple(int(s) for s in shape)
     key = _typed(key)
-    if not _fast(key, shape, dtype):
+    n = math.prod(shape)
+    if not _fast(key, (n + 1) // 2, dtype):
         return jax.random.normal(key, shape, dtype)
-    u = _unit_floats(_flat_words(key, math.prod(shape)))
+    u = _unit_floats(_flat_words(key, n))
     u = lax.max(_NORMAL_LO, u * (np.float32(1.0) - _NORMAL_LO) + _NORMAL_LO)
     return (_SQRT2 * lax.erf_inv(u)).reshape(shape)
 

@@ -15,16 +15,14 @@ benchmarks/README.md, "Issue 19, session 10").
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import distrax
 import jax.numpy as jnp
 
 from vi_jax import _prng
+from vi_jax.families._base import std_normal_log_prob
 from vi_jax.types import Array
-
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class MultivariateNormalDiag(distrax.MultivariateNormalDiag):
@@ -45,13 +43,7 @@ class MultivariateNormalDiag(distrax.MultivariateNormalDiag):
         # the noise (no division by the scale).
         eps = self._noise(key, n)
         z = self._loc + self._scale_diag * eps
-        dim = self.event_shape[-1]
-        log_prob = (
-            -0.5 * jnp.sum(jnp.square(eps), axis=-1)
-            - jnp.sum(jnp.log(self.scale_diag), axis=-1)
-            - jnp.asarray(dim * _HALF_LOG_2PI, eps.dtype)
-        )
-        return z, log_prob
+        return z, std_normal_log_prob(eps) - jnp.sum(jnp.log(self.scale_diag), axis=-1)
 
     def __getitem__(self, index: Any) -> MultivariateNormalDiag:
         """The batch slice `index` (distrax's indexing), still of this class."""
